@@ -1,0 +1,1 @@
+//! odgw-admin

@@ -1,0 +1,47 @@
+//! Shared types of odgw, used by every pipeline crate.
+//!
+//! - [`GatewayError`] and [`ErrorCode`]: the one mapping from an odgw-made error
+//!   to its HTTP status, problem+json body, `Odgw-Error` header and audit code.
+//! - Request extensions passed between layers: [`RequestId`], [`Principal`],
+//!   [`Tenant`], and [`RequestFacts`] (what the outer layers learn about a
+//!   request from the inner ones, for the audit record and the access log).
+//! - [`SecretString`]: zeroizing, never printed.
+//! - [`units`]: the duration, rate and size syntax of the config.
+
+mod error;
+mod ids;
+mod principal;
+mod secret;
+mod tenant;
+pub mod units;
+
+pub use error::{ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
+pub use ids::{Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
+pub use principal::Principal;
+pub use secret::SecretString;
+pub use tenant::Tenant;
+pub use units::{ByteSize, HumanDuration, Rate};
+
+/// The request body type of the whole stack (axum's, as tower_governor needs).
+pub type Body = axum::body::Body;
+/// The request type of the whole stack.
+pub type Request = http::Request<Body>;
+/// The response type of the whole stack.
+pub type Response = http::Response<Body>;
+
+/// Header names odgw reads or writes.
+pub mod headers {
+    use http::HeaderName;
+    /// Picks one tenant among those in the token's tenant claim.
+    pub const ODGW_TENANT: HeaderName = HeaderName::from_static("odgw-tenant");
+    /// The `code` of an odgw-made error.
+    pub const ODGW_ERROR: HeaderName = HeaderName::from_static("odgw-error");
+    /// `hit` or `miss` on cacheable routes.
+    pub const ODGW_CACHE: HeaderName = HeaderName::from_static("odgw-cache");
+    /// Correlates a request across client, odgw, upstream and audit.
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// IETF draft RateLimit headers sent with odgw's 429s.
+    pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+    pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+    pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+}
