@@ -131,3 +131,8 @@ mod tests {
         assert_ne!(generated.as_str(), "abc def");
     }
 }
+
+/// The peer address of the client connection (no port), inserted by the
+/// server for audit records and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);

@@ -16,7 +16,7 @@ mod tenant;
 pub mod units;
 
 pub use error::{ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
-pub use ids::{Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
+pub use ids::{ClientIp, Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
 pub use principal::Principal;
 pub use secret::SecretString;
 pub use tenant::Tenant;
