@@ -1,1 +1,29 @@
-//! odgw-limit
+//! Traffic control for odgw (SPEC §5): what keeps a burst of client requests
+//! from becoming a burst of 429s from Open Dental.
+//!
+//! - [`Pacer`]: a tenant's upstream budget (Open Dental throttles per customer
+//!   key). [`LocalPacer`] keeps it in process with GCRA; requests over budget
+//!   wait in FIFO order up to [`PacingSettings::queue_timeout`] and
+//!   [`PacingSettings::queue_depth`].
+//! - [`PacingLayer`] / [`Pacing`] (stack position 9): waits for the tenant's
+//!   slot, answers 429 `rate_limited` when none comes in time, and turns
+//!   Open Dental's own 429 into a tenant pause plus at most one retry of a
+//!   GET or HEAD (`upstream_throttled` when that does not fit).
+//! - [`SubjectLimitLayer`] / [`SubjectLimit`] (stack position 6, built with
+//!   [`subject_limit_layer`]): tower_governor keyed by tenant and JWT subject,
+//!   answered at once with 429 `rate_limited`.
+//!
+//! Every 429 is made by `odgw_core::GatewayError`, so it carries problem+json,
+//! `Odgw-Error`, `Retry-After` and the `RateLimit-*` headers.
+
+mod pacer;
+mod pacing;
+mod subject;
+
+pub use pacer::{LocalPacer, PaceRejection, Pacer, PacingSettings, Permit, Reason};
+pub use pacing::{
+    parse_retry_after, Pacing, PacingLayer, DEFAULT_UPSTREAM_RETRY_AFTER, MAX_UPSTREAM_RETRY_AFTER,
+};
+pub use subject::{
+    subject_limit_layer, SubjectKey, SubjectKeyExtractor, SubjectLimit, SubjectLimitLayer,
+};

@@ -1,0 +1,454 @@
+//! The inbound limit per (tenant, issuer, subject), built on tower_governor.
+
+use std::{
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::future::BoxFuture;
+use governor::middleware::NoOpMiddleware;
+use odgw_core::{
+    Body, ErrorCode, GatewayError, Principal, Rate, RateLimitInfo, Request, RequestId, Response,
+    TenantId,
+};
+use tower::{Layer, Service};
+use tower_governor::{
+    governor::{Governor, GovernorConfig, GovernorConfigBuilder, SharedRateLimiter},
+    key_extractor::KeyExtractor,
+    GovernorError,
+};
+
+/// Whose inbound budget a request spends.
+///
+/// The issuer is part of the key so that equal `sub` values minted by two
+/// identity providers are two callers, not one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubjectKey {
+    pub tenant: TenantId,
+    pub issuer: Arc<str>,
+    pub subject: Arc<str>,
+}
+
+/// Reads the [`SubjectKey`] from the `TenantId` and [`Principal`] that the
+/// auth layer inserted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectKeyExtractor;
+
+impl KeyExtractor for SubjectKeyExtractor {
+    type Key = SubjectKey;
+
+    fn name(&self) -> &'static str {
+        "tenant subject"
+    }
+
+    fn extract<T>(&self, req: &http::Request<T>) -> Result<Self::Key, GovernorError> {
+        let tenant = req.extensions().get::<TenantId>();
+        let principal = req.extensions().get::<Principal>();
+        match (tenant, principal) {
+            (Some(tenant), Some(principal)) => Ok(SubjectKey {
+                tenant: tenant.clone(),
+                issuer: Arc::from(principal.issuer.as_str()),
+                subject: Arc::from(principal.subject.as_str()),
+            }),
+            _ => Err(GovernorError::UnableToExtractKey),
+        }
+    }
+}
+
+type Config = GovernorConfig<SubjectKeyExtractor, NoOpMiddleware>;
+type Limiter = SharedRateLimiter<SubjectKey, NoOpMiddleware>;
+
+/// Builds the subject limit (stack position 6): `burst` requests at once per
+/// (tenant, issuer, subject), refilled at `rate`. [`Rate::Unlimited`] gives a
+/// layer that passes every request through.
+pub fn subject_limit_layer(rate: Rate, burst: u32) -> SubjectLimitLayer {
+    SubjectLimitLayer::new(rate, burst)
+}
+
+/// Refuses a caller's requests beyond its `subject_rate`/`subject_burst`
+/// with 429 `rate_limited` at once (no queueing: the caller is the one to slow
+/// down). Every rejection is a problem+json response with `Retry-After` and
+/// `RateLimit-*`, like every other odgw 429.
+///
+/// The limiter remembers every key it has seen until
+/// [`SubjectLimitLayer::housekeeping`] runs; call it periodically (or use
+/// [`SubjectLimitLayer::spawn_housekeeping`]).
+#[derive(Debug, Clone)]
+pub struct SubjectLimitLayer {
+    config: Option<Arc<Config>>,
+    burst: u32,
+}
+
+impl SubjectLimitLayer {
+    pub fn new(rate: Rate, burst: u32) -> Self {
+        let burst = burst.max(1);
+        let Some(interval) = rate.interval() else {
+            return Self {
+                config: None,
+                burst,
+            };
+        };
+        // governor refuses a zero period; a rate that fine is unlimited in practice.
+        let period = interval.max(Duration::from_nanos(1));
+        let config = GovernorConfigBuilder::default()
+            .key_extractor(SubjectKeyExtractor)
+            .period(period)
+            .burst_size(burst)
+            .finish();
+        Self {
+            config: config.map(Arc::new),
+            burst,
+        }
+    }
+
+    /// A layer that limits nothing.
+    pub fn unlimited() -> Self {
+        Self {
+            config: None,
+            burst: 1,
+        }
+    }
+
+    /// Whether this layer limits anything at all.
+    pub fn is_limited(&self) -> bool {
+        self.config.is_some()
+    }
+
+    fn limiter(&self) -> Option<&Limiter> {
+        self.config.as_deref().map(Config::limiter)
+    }
+
+    /// Forgets the keys whose budget is full again. Such a key is
+    /// indistinguishable from one never seen, so forgetting it gives nobody a
+    /// fresh allowance early; the limiter's memory stays proportional to the
+    /// callers active within the last refill period.
+    pub fn housekeeping(&self) {
+        if let Some(limiter) = self.limiter() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// How many keys the limiter remembers (for metrics and tests).
+    pub fn tracked_keys(&self) -> usize {
+        self.limiter().map_or(0, |l| l.len())
+    }
+
+    /// Runs [`Self::housekeeping`] every `every` on the current tokio runtime
+    /// until every clone of this layer (and the services it made) is gone.
+    /// Returns `None` when there is nothing to keep.
+    pub fn spawn_housekeeping(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let config: Weak<Config> = Arc::downgrade(self.config.as_ref()?);
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(config) = config.upgrade() else {
+                    return;
+                };
+                config.limiter().retain_recent();
+                config.limiter().shrink_to_fit();
+            }
+        }))
+    }
+}
+
+impl<S> Layer<S> for SubjectLimitLayer {
+    type Service = SubjectLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let inner = match &self.config {
+            None => Inner::Unlimited(inner),
+            Some(config) => Inner::Limited {
+                governor: Governor::new(inner, config).error_handler(verdict_response),
+                // Holding the config keeps `spawn_housekeeping` running as
+                // long as services exist.
+                _config: Arc::clone(config),
+            },
+        };
+        SubjectLimit {
+            inner,
+            burst: self.burst,
+        }
+    }
+}
+
+/// The service made by [`SubjectLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct SubjectLimit<S> {
+    inner: Inner<S>,
+    burst: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Inner<S> {
+    Unlimited(S),
+    Limited {
+        governor: Governor<SubjectKeyExtractor, NoOpMiddleware, S, Body>,
+        _config: Arc<Config>,
+    },
+}
+
+/// What the governor decided, carried out of its error handler (which does
+/// not see the request) to [`SubjectLimit`], which renders it.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    /// Over the limit; the budget has room again within this many whole
+    /// seconds (rounded down by governor).
+    TooMany {
+        wait_secs: u64,
+    },
+    /// The request lacked the tenant or principal: a stack-order bug.
+    NoKey,
+    Other,
+}
+
+fn verdict_response(error: GovernorError) -> Response {
+    let verdict = match error {
+        GovernorError::TooManyRequests { wait_time, .. } => Verdict::TooMany {
+            wait_secs: wait_time,
+        },
+        GovernorError::UnableToExtractKey => Verdict::NoKey,
+        GovernorError::Other { .. } => Verdict::Other,
+    };
+    let mut response = Response::new(Body::empty());
+    response.extensions_mut().insert(verdict);
+    response
+}
+
+impl<S> Service<Request> for SubjectLimit<S>
+where
+    S: Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &mut self.inner {
+            Inner::Unlimited(inner) => inner.poll_ready(cx),
+            Inner::Limited { governor, .. } => governor.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let governor = match &mut self.inner {
+            Inner::Unlimited(inner) => return Box::pin(inner.call(request)),
+            Inner::Limited { governor, .. } => governor,
+        };
+        let request_id = request.extensions().get::<RequestId>().cloned();
+        let who = request
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.subject.clone());
+        let burst = self.burst;
+        let future = governor.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            let Some(verdict) = response.extensions().get::<Verdict>().copied() else {
+                return Ok(response);
+            };
+            let request_id = request_id.unwrap_or_else(RequestId::generate);
+            Ok(match verdict {
+                Verdict::TooMany { wait_secs } => {
+                    // governor rounds down; one more second is never early.
+                    let secs = wait_secs + 1;
+                    tracing::info!(
+                        request_id = %request_id,
+                        subject = who.as_deref().unwrap_or(""),
+                        retry_after = secs,
+                        "subject limit exceeded"
+                    );
+                    GatewayError::new(
+                        ErrorCode::RateLimited,
+                        "too many requests from this subject",
+                    )
+                    .with_retry_after(secs)
+                    .with_rate_limit(RateLimitInfo {
+                        limit: u64::from(burst),
+                        remaining: 0,
+                        reset_secs: secs,
+                    })
+                    .into_response(&request_id)
+                }
+                Verdict::NoKey | Verdict::Other => {
+                    tracing::error!(
+                        request_id = %request_id,
+                        "subject limit ran without tenant or principal: layer order is wrong"
+                    );
+                    GatewayError::new(ErrorCode::Internal, "internal error")
+                        .into_response(&request_id)
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    fn request(tenant: &str, subject: &str) -> Request {
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut().insert(RequestId::generate());
+        req.extensions_mut()
+            .insert(TenantId::parse(tenant).unwrap());
+        req.extensions_mut().insert(Principal {
+            subject: subject.to_owned(),
+            issuer: "https://idp.example.com/".to_owned(),
+            tenants: vec![tenant.to_owned()],
+            scopes: vec!["od:read".to_owned()],
+            expires_at: 0,
+        });
+        req
+    }
+
+    fn ok_service(
+    ) -> impl Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+           + Clone
+           + Send
+           + 'static {
+        service_fn(|_req: Request| async { Ok(Response::new(Body::from("ok"))) })
+    }
+
+    fn per_minute(count: u32) -> Rate {
+        Rate::Per {
+            count,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn burst_then_429_problem_json() {
+        let layer = subject_limit_layer(per_minute(1), 3);
+        let svc = ServiceBuilder::new().layer(layer).service(ok_service());
+        for _ in 0..3 {
+            let r = svc.clone().oneshot(request("a", "alice")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let r = svc.clone().oneshot(request("a", "alice")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["odgw-error"], "rate_limited");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((59..=60).contains(&retry), "{retry}");
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        assert_eq!(r.headers()["ratelimit-remaining"], "0");
+        assert_eq!(r.headers()["ratelimit-reset"], r.headers()["retry-after"]);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "rate_limited");
+        assert_eq!(body["status"], 429);
+
+        // Another subject, another tenant, another issuer: own budgets.
+        let r = svc.clone().oneshot(request("a", "bob")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = svc.clone().oneshot(request("b", "alice")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut other_issuer = request("a", "alice");
+        other_issuer
+            .extensions_mut()
+            .get_mut::<Principal>()
+            .unwrap()
+            .issuer = "https://other.example.com/".to_owned();
+        let r = svc.oneshot(other_issuer).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn rejection_carries_the_request_id() {
+        let svc = ServiceBuilder::new()
+            .layer(subject_limit_layer(per_minute(1), 1))
+            .service(ok_service());
+        svc.clone().oneshot(request("a", "alice")).await.unwrap();
+        let req = request("a", "alice");
+        let rid = req.extensions().get::<RequestId>().cloned().unwrap();
+        let r = svc.oneshot(req).await.unwrap();
+        assert_eq!(r.headers()["x-request-id"], rid.as_str());
+    }
+
+    #[tokio::test]
+    async fn unlimited_passes_everything() {
+        let layer = subject_limit_layer(Rate::Unlimited, 1);
+        assert!(!layer.is_limited());
+        let svc = ServiceBuilder::new().layer(layer).service(ok_service());
+        for _ in 0..100 {
+            let r = svc.clone().oneshot(request("a", "alice")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_principal_is_an_internal_error() {
+        let svc = ServiceBuilder::new()
+            .layer(subject_limit_layer(per_minute(10), 10))
+            .service(ok_service());
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut().insert(RequestId::generate());
+        let r = svc.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers()["odgw-error"], "internal_error");
+    }
+
+    #[tokio::test]
+    async fn housekeeping_forgets_only_full_budgets() {
+        // 1000/s: a key refills within a millisecond.
+        let fast = subject_limit_layer(
+            Rate::Per {
+                count: 1000,
+                period: Duration::from_secs(1),
+            },
+            1,
+        );
+        let slow = subject_limit_layer(per_minute(1), 1);
+        for layer in [&fast, &slow] {
+            let svc = ServiceBuilder::new()
+                .layer(layer.clone())
+                .service(ok_service());
+            for i in 0..20 {
+                svc.clone()
+                    .oneshot(request("a", &format!("user{i}")))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(layer.tracked_keys(), 20);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fast.housekeeping();
+        slow.housekeeping();
+        assert_eq!(fast.tracked_keys(), 0);
+        assert_eq!(slow.tracked_keys(), 20, "spent budgets must be remembered");
+        // And a remembered key is still limited after housekeeping.
+        let svc = ServiceBuilder::new().layer(slow).service(ok_service());
+        let r = svc.oneshot(request("a", "user0")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn housekeeping_task_stops_with_the_layer() {
+        let layer = subject_limit_layer(per_minute(1), 1);
+        let handle = layer
+            .spawn_housekeeping(Duration::from_millis(5))
+            .expect("limited layer has state to keep");
+        drop(layer);
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("task ends once the layer is gone")
+            .unwrap();
+        assert!(subject_limit_layer(Rate::Unlimited, 1)
+            .spawn_housekeeping(Duration::from_millis(5))
+            .is_none());
+    }
+}

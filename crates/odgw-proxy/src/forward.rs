@@ -1,0 +1,243 @@
+//! The innermost service: sends the request to the tenant's Open Dental and
+//! streams the answer back.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{header, HeaderMap, HeaderValue};
+use http_body::Body as _;
+use odgw_core::{
+    Body, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response, Tenant,
+};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::{
+    api_path_rest, check_path,
+    client::UpstreamClient,
+    error::UpstreamError,
+    guard::BodyLimitTripped,
+    strip_hop_by_hop,
+    upstream::{authorization_value, upstream_headers, upstream_uri},
+};
+
+/// Forwards a request to `{tenant base_url}/{path}?{query}` (SPEC §4) with
+/// the method, query and body unchanged and the headers from
+/// [`upstream_headers`], and answers with the upstream's status, headers
+/// (minus hop-by-hop and any `Odgw-*`) and streamed body. Upstream 4xx and 5xx
+/// pass through as they are.
+///
+/// Reads [`Tenant`], [`RequestId`] and [`RequestFacts`] from the request
+/// extensions (a missing one is 500 `internal_error`: an outer layer is
+/// missing), and fills `upstream_status` and `upstream_ms` in the facts.
+/// Failures: 502 `upstream_unavailable`, 504 `upstream_timeout`, and 413
+/// `body_too_large` when the [`crate::Guard`] cut the body off.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: UpstreamClient,
+}
+
+impl Forwarder {
+    /// A forwarder sending through `client` (one shared client per process,
+    /// so that its connection pools are shared).
+    pub fn new(client: UpstreamClient) -> Self {
+        Self { client }
+    }
+}
+
+impl Service<Request> for Forwarder {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The client queues on its own pool; there is nothing to wait for.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move { Ok(forward(client, request).await) })
+    }
+}
+
+async fn forward(client: UpstreamClient, request: Request) -> Response {
+    let Some(request_id) = request.extensions().get::<RequestId>().cloned() else {
+        return internal("request id missing", &RequestId::generate());
+    };
+    let (Some(facts), Some(tenant)) = (
+        request.extensions().get::<RequestFacts>().cloned(),
+        request.extensions().get::<Tenant>().cloned(),
+    ) else {
+        return internal("request context missing", &request_id);
+    };
+    let limit = request.extensions().get::<BodyLimitTripped>().cloned();
+
+    // The guard has already checked these; checking again keeps the
+    // forwarder safe on its own (and a missing guard visible).
+    let path = request.uri().path();
+    let Some(rest) = api_path_rest(path) else {
+        return GatewayError::new(ErrorCode::NotFound, "no such route").into_response(&request_id);
+    };
+    if let Err(error) = check_path(path) {
+        return GatewayError::new(ErrorCode::BadPath, error.to_string()).into_response(&request_id);
+    }
+    if authorization_value(&tenant.authorization).is_err() {
+        tracing::error!(request_id = %request_id, tenant = %tenant.id, "tenant authorization is not a valid header value");
+        return internal("tenant credentials unusable", &request_id);
+    }
+    let uri = match upstream_uri(&tenant.base_url, rest, request.uri().query()) {
+        Ok(uri) => uri,
+        Err(error) => {
+            tracing::error!(request_id = %request_id, tenant = %tenant.id, %error, "bad upstream uri");
+            return internal("tenant upstream url unusable", &request_id);
+        }
+    };
+
+    let (parts, body) = request.into_parts();
+    let mut headers = upstream_headers(&parts.headers, &tenant.authorization, &request_id);
+    frame_body(&mut headers, &body);
+    let mut upstream = http::Request::new(body);
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+
+    let started = Instant::now();
+    let result = client.send(upstream).await;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let cut_off = limit.is_some_and(|l| l.is_tripped());
+
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let code = match &error {
+                _ if cut_off => ErrorCode::BodyTooLarge,
+                UpstreamError::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+                UpstreamError::Timeout(_) => ErrorCode::UpstreamTimeout,
+                UpstreamError::Unavailable { .. } => ErrorCode::UpstreamUnavailable,
+            };
+            tracing::warn!(request_id = %request_id, tenant = %tenant.id, error = %error_chain(&error), code = %code, "upstream request failed");
+            let detail = match code {
+                ErrorCode::BodyTooLarge => "request body too large",
+                ErrorCode::UpstreamTimeout => "no upstream response in time",
+                _ => "upstream unavailable",
+            };
+            return GatewayError::new(code, detail).into_response(&request_id);
+        }
+    };
+
+    facts.update(|f| {
+        f.upstream_status = Some(response.status().as_u16());
+        f.upstream_ms = Some(elapsed_ms);
+    });
+    if cut_off {
+        // The upstream answered before it saw the whole body; what it said
+        // is about a request the client never finished sending.
+        return GatewayError::new(ErrorCode::BodyTooLarge, "request body too large")
+            .into_response(&request_id);
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    strip_odgw_headers(&mut parts.headers);
+    parts.extensions = http::Extensions::new();
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Makes the upstream framing follow the body that is actually sent, never
+/// the client's word: a known length is sent as `Content-Length`, an unknown
+/// one as chunked. No client-supplied length can then disagree with the bytes
+/// on the wire (the root of request smuggling).
+fn frame_body(headers: &mut HeaderMap, body: &Body) {
+    headers.remove(header::TRANSFER_ENCODING);
+    if body.is_end_stream() && !headers.contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    match body.size_hint().exact() {
+        Some(len) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+            // Hyper would otherwise send a GET's or HEAD's unknown-length
+            // body as no body at all.
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
+}
+
+/// `Odgw-*` is odgw's namespace: an upstream must not make a response look
+/// like an odgw error (`Odgw-Error`) or a cache answer.
+fn strip_odgw_headers(headers: &mut HeaderMap) {
+    let ours: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("odgw-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+fn internal(detail: &'static str, request_id: &RequestId) -> Response {
+    GatewayError::new(ErrorCode::Internal, detail).into_response(request_id)
+}
+
+/// The error and its causes on one line, for the log.
+fn error_chain(error: &UpstreamError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_follows_the_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        frame_body(&mut headers, &Body::from("hello"));
+        assert_eq!(headers[header::CONTENT_LENGTH], "5");
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+
+        let mut headers = HeaderMap::new();
+        frame_body(&mut headers, &Body::empty());
+        assert!(headers.is_empty());
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        frame_body(&mut headers, &Body::empty());
+        assert_eq!(headers[header::CONTENT_LENGTH], "0");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        let stream =
+            futures_util::stream::iter([Ok::<_, Infallible>(bytes::Bytes::from_static(b"x"))]);
+        frame_body(&mut headers, &Body::from_stream(stream));
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(headers[header::TRANSFER_ENCODING], "chunked");
+    }
+
+    #[test]
+    fn upstream_cannot_claim_odgw_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("odgw-error", HeaderValue::from_static("rate_limited"));
+        headers.insert("odgw-cache", HeaderValue::from_static("hit"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        strip_odgw_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+}
