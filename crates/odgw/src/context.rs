@@ -1,0 +1,107 @@
+//! The request-context layer: gives every request its [`RequestId`],
+//! [`RequestFacts`] slot and [`ClientIp`], stamps `X-Request-Id` on every
+//! response, and writes the one access-log line per request.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::HeaderValue;
+use odgw_core::{headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response};
+use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
+
+/// Inserts the per-request extensions every later layer relies on.
+#[derive(Debug, Clone)]
+pub struct RequestContextLayer {
+    metrics: Metrics,
+}
+
+impl RequestContextLayer {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Service<Request> for RequestContext<S>
+where
+    S: Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let started = Instant::now();
+        // Runs after hop-by-hop stripping: an X-Request-Id named in
+        // `Connection` is already gone and a new id is made.
+        let request_id = RequestId::from_client(req.headers().get(headers::X_REQUEST_ID));
+        let facts = RequestFacts::default();
+        req.extensions_mut().insert(request_id.clone());
+        req.extensions_mut().insert(facts.clone());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        if let Some(ip) = req.extensions().get::<ClientIp>().copied() {
+            tracing::trace!(client_ip = %ip.0, "request received");
+        }
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut response = fut.await?;
+            if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+                response.headers_mut().insert(headers::X_REQUEST_ID, value);
+            }
+            let facts = facts.snapshot();
+            let code = response.extensions().get::<ErrorCode>().copied();
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            let outcome = match code {
+                Some(code) => code.outcome(),
+                None if facts.cache_hit => "cache_hit",
+                None => "forwarded",
+            };
+            metrics.observe_request(&method, status, outcome, elapsed, facts.upstream_ms);
+            tracing::info!(
+                target: "odgw::access",
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                status,
+                outcome,
+                error_code = code.map(ErrorCode::as_str),
+                tenant = facts.tenant.as_deref(),
+                subject = facts.subject.as_deref(),
+                upstream_status = facts.upstream_status,
+                upstream_ms = facts.upstream_ms,
+                duration_ms = elapsed.as_millis() as u64,
+                "request"
+            );
+            Ok(response)
+        })
+    }
+}

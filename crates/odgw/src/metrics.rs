@@ -1,0 +1,228 @@
+//! Prometheus metrics in the text exposition format, kept deliberately small:
+//! counters and histograms with bounded label sets (never tenant or subject).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http::Method;
+
+/// Latency buckets in seconds, from cache hits to Open Dental's 60 s limit.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let n = self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// (method, status class, outcome) → count
+    requests: BTreeMap<(String, &'static str, &'static str), u64>,
+    request_seconds: Histogram,
+    upstream_seconds: Histogram,
+}
+
+/// A gauge or counter read from a component at scrape time.
+pub type Collector = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Shared handle to the gateway's metrics.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    collectors: Arc<Mutex<Vec<Collector>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Metrics {
+    /// Counts one finished data-plane request.
+    pub fn observe_request(
+        &self,
+        method: &Method,
+        status: u16,
+        outcome: &'static str,
+        elapsed: Duration,
+        upstream_ms: Option<u64>,
+    ) {
+        // Unknown methods fold into one label value to keep the set bounded.
+        let method = match *method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS => method.as_str().to_owned(),
+            _ => "OTHER".to_owned(),
+        };
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        *r.requests
+            .entry((method, status_class(status), outcome))
+            .or_default() += 1;
+        r.request_seconds.observe(elapsed.as_secs_f64());
+        if let Some(ms) = upstream_ms {
+            r.upstream_seconds.observe(ms as f64 / 1000.0);
+        }
+    }
+
+    /// Adds a scrape-time collector (cache size, audit failures, …).
+    pub fn register(&self, collector: Collector) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(collector);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP odgw_build_info Build information.");
+        let _ = writeln!(out, "# TYPE odgw_build_info gauge");
+        let _ = writeln!(
+            out,
+            "odgw_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        {
+            let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(out, "# HELP odgw_requests_total Data-plane requests by method, status class and outcome.");
+            let _ = writeln!(out, "# TYPE odgw_requests_total counter");
+            for ((method, class, outcome), n) in &r.requests {
+                let _ = writeln!(
+                    out,
+                    "odgw_requests_total{{method=\"{method}\",status=\"{class}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP odgw_request_duration_seconds Time from request to response head."
+            );
+            let _ = writeln!(out, "# TYPE odgw_request_duration_seconds histogram");
+            r.request_seconds
+                .render("odgw_request_duration_seconds", &mut out);
+            let _ = writeln!(
+                out,
+                "# HELP odgw_upstream_duration_seconds Time to Open Dental's response head."
+            );
+            let _ = writeln!(out, "# TYPE odgw_upstream_duration_seconds histogram");
+            r.upstream_seconds
+                .render("odgw_upstream_duration_seconds", &mut out);
+        }
+        let collectors = self
+            .collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for collect in collectors {
+            collect(&mut out);
+        }
+        out
+    }
+}
+
+/// Writes one gauge or counter with HELP and TYPE lines.
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_collectors() {
+        let m = Metrics::default();
+        m.observe_request(
+            &Method::GET,
+            200,
+            "forwarded",
+            Duration::from_millis(3),
+            Some(2),
+        );
+        m.observe_request(
+            &Method::from_bytes(b"BREW").unwrap(),
+            401,
+            "denied",
+            Duration::from_millis(1),
+            None,
+        );
+        m.register(Arc::new(|out: &mut String| {
+            write_metric(out, "odgw_cache_entries", "gauge", "Cached responses.", 7)
+        }));
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"odgw_requests_total{method="GET",status="2xx",outcome="forwarded"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"odgw_requests_total{method="OTHER",status="4xx",outcome="denied"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"odgw_request_duration_seconds_bucket{le="0.005"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("odgw_upstream_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("odgw_cache_entries 7"), "{text}");
+    }
+}

@@ -1,0 +1,118 @@
+//! Tenant resolution: turns the [`TenantId`] chosen by auth into the
+//! [`Tenant`] that pacing, cache and forwarding need, by reading (and
+//! decrypting) the practice's record from the key store.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use odgw_core::{ErrorCode, GatewayError, Request, RequestId, Response, TenantId};
+use odgw_keystore::{KeyStore, TenantDefaults};
+use tower::{Layer, Service};
+
+/// Looks the tenant up; 403 `unknown_tenant` or `tenant_disabled` otherwise.
+#[derive(Debug, Clone)]
+pub struct TenantLayer {
+    store: Arc<dyn KeyStore>,
+    defaults: Arc<TenantDefaults>,
+}
+
+impl TenantLayer {
+    pub fn new(store: Arc<dyn KeyStore>, defaults: TenantDefaults) -> Self {
+        Self {
+            store,
+            defaults: Arc::new(defaults),
+        }
+    }
+}
+
+impl<S> Layer<S> for TenantLayer {
+    type Service = TenantResolve<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantResolve {
+            inner,
+            store: self.store.clone(),
+            defaults: self.defaults.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantResolve<S> {
+    inner: S,
+    store: Arc<dyn KeyStore>,
+    defaults: Arc<TenantDefaults>,
+}
+
+impl<S> Service<Request> for TenantResolve<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        // Take the service that was driven to readiness; leave a clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let store = self.store.clone();
+        let defaults = self.defaults.clone();
+        Box::pin(async move {
+            let request_id = req
+                .extensions()
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::generate);
+            let Some(tenant_id) = req.extensions().get::<TenantId>().cloned() else {
+                tracing::error!("tenant resolution ran without a TenantId: stack order bug");
+                return Ok(GatewayError::new(ErrorCode::Internal, "internal error")
+                    .into_response(&request_id));
+            };
+            let record = match store.get(&tenant_id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    return Ok(GatewayError::new(
+                        ErrorCode::UnknownTenant,
+                        "no key pair is stored for this tenant",
+                    )
+                    .into_response(&request_id))
+                }
+                Err(error) => {
+                    tracing::error!(%error, tenant = %tenant_id, "key store read failed");
+                    return Ok(
+                        GatewayError::new(ErrorCode::Internal, "key store unavailable")
+                            .into_response(&request_id),
+                    );
+                }
+            };
+            if !record.enabled {
+                return Ok(
+                    GatewayError::new(ErrorCode::TenantDisabled, "the tenant is disabled")
+                        .into_response(&request_id),
+                );
+            }
+            let tenant = match record.to_tenant(&defaults) {
+                Ok(tenant) => tenant,
+                Err(missing) => {
+                    tracing::error!(tenant = %missing.0, "no developer key for tenant");
+                    return Ok(GatewayError::new(
+                        ErrorCode::UnknownTenant,
+                        "no developer key is configured for this tenant",
+                    )
+                    .into_response(&request_id));
+                }
+            };
+            req.extensions_mut().insert(tenant);
+            inner.call(req).await
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: a real gateway on 127.0.0.1:0, the mock Open Dental API
+//! in-process, real sled files and audit segments in temp dirs, real tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod admin;
+mod auth;
+mod forwarding;
+mod process;

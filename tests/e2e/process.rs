@@ -1,0 +1,349 @@
+//! The `odgw` binary as an operator runs it: config checking, startup
+//! failures, the CLI, kill -9 and restart, and what reaches disk and logs.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const ODGW: &str = env!("CARGO_BIN_EXE_odgw");
+
+/// Writes secrets and a config for a child `odgw serve` into `root`.
+fn write_config(root: &Path, upstream: &str, master: [u8; 32]) -> PathBuf {
+    let s = root.join("secrets");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(
+        s.join("master_key"),
+        base64::engine::general_purpose::STANDARD.encode(master),
+    )
+    .unwrap();
+    std::fs::write(s.join("developer_key"), DEV_KEY).unwrap();
+    std::fs::write(s.join("admin_token"), ADMIN_TOKEN).unwrap();
+    std::fs::write(s.join("hs256"), "process-test-hs256-secret-0123456789").unwrap();
+    let config = root.join("odgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[upstream]
+base_url = "{upstream}"
+developer_key_file = "{s}/developer_key"
+[[auth.issuers]]
+issuer = "{HS_ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["HS256"]
+secret_file = "{s}/hs256"
+[admin]
+token_file = "{s}/admin_token"
+[store]
+path = "{root}/keys"
+master_key_file = "{s}/master_key"
+[limits]
+tenant_rate = "unlimited"
+[audit]
+path = "{root}/audit"
+"#,
+            s = s.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A child `odgw serve` whose stderr (JSON logs) is collected.
+struct Served {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    data: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Served {
+    fn start(config: &Path) -> Result<Self, String> {
+        let mut child = Command::new(ODGW)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "debug")
+            .env_remove("ODGW_MASTER_KEY")
+            .env_remove("ODGW_ADMIN_TOKEN")
+            .env_remove("ODGW_DEVELOPER_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "odgw listening" {
+                        let _ = tx.send(Ok((
+                            v["data"].as_str().unwrap().parse(),
+                            v["admin"].as_str().unwrap().parse(),
+                        )));
+                    }
+                } else {
+                    let _ = tx.send(Err(line.clone()));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok((Ok(data), Ok(admin)))) => Ok(Self {
+                child,
+                logs,
+                data,
+                admin,
+            }),
+            Ok(Err(line)) => {
+                let _ = child.wait();
+                Err(line)
+            }
+            other => {
+                let _ = child.kill();
+                Err(format!("odgw did not start: {other:?}"))
+            }
+        }
+    }
+
+    fn kill9(mut self) -> Vec<String> {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+fn cli(args: &[&str], admin: SocketAddr, stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(ODGW)
+        .args(args)
+        .args(["--admin-url", &format!("http://{admin}")])
+        .env("ODGW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn hs_token(sub: &str, tenant: &str) -> String {
+    odgw_auth::install_crypto_providers();
+    let claims = merge(
+        default_claims(HS_ISSUER),
+        json!({"sub": sub, "tenant": tenant}),
+    );
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"process-test-hs256-secret-0123456789"),
+    )
+    .unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str, token: &str) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Default::default())
+        .unwrap();
+    client.request(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_keep_tenants_and_no_secret_reaches_disk_or_logs() {
+    let mut mock_config = odgw_mock::MockConfig::test_defaults();
+    mock_config
+        .keys
+        .push(odgw_mock::KeyPair::new(DEV_KEY, KEY_A));
+    let mock = odgw_mock::MockUpstream::spawn(mock_config).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &mock.base_url(), [3; 32]);
+
+    let served = Served::start(&config).unwrap();
+    // The CLI reads the key from stdin, never argv.
+    let out = cli(
+        &[
+            "tenant",
+            "put",
+            "clinic-7",
+            "--customer-key-file",
+            "-",
+            "--name",
+            "Clinic 7",
+        ],
+        served.admin,
+        Some(&format!("{KEY_A}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!shown.contains(KEY_A), "{shown}");
+    assert!(shown.contains(&KEY_A[KEY_A.len() - 4..]));
+
+    let token = hs_token("bob", "clinic-7");
+    assert_eq!(get(served.data, "/api/v1/patients/11", &token).await, 200);
+    let logs = served.kill9();
+
+    // Nothing secret on disk or in the debug logs.
+    let all_logs = logs.join("\n");
+    assert!(
+        all_logs.contains("odgw::access") || all_logs.contains("\"request\""),
+        "access log missing"
+    );
+    for needle in [KEY_A, DEV_KEY, token.as_str(), ADMIN_TOKEN] {
+        assert!(!all_logs.contains(needle), "{needle} found in logs");
+        for dir in ["keys", "audit"] {
+            assert_eq!(
+                dir_contains(&tmp.path().join(dir), needle.as_bytes()),
+                None,
+                "{needle} found on disk"
+            );
+        }
+    }
+
+    // Restart after SIGKILL: the tenant is there and still decrypts.
+    let served = Served::start(&config).unwrap();
+    let out = cli(&["tenant", "show", "clinic-7"], served.admin, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Clinic 7"));
+    assert_eq!(get(served.data, "/api/v1/patients/11", &token).await, 200);
+    let seen = mock.mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|r| r.header_values("authorization") == vec![format!("ODFHIR {DEV_KEY}/{KEY_A}")]));
+    served.kill9();
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_stops_startup_with_a_clear_message() {
+    let mock = odgw_mock::MockUpstream::spawn(odgw_mock::MockConfig::test_defaults())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &mock.base_url(), [1; 32]);
+    let served = Served::start(&config).unwrap();
+    let out = cli(&["tenant", "put", "t1"], served.admin, Some(KEY_A));
+    assert!(out.status.success());
+    served.kill9();
+
+    write_config(tmp.path(), &mock.base_url(), [2; 32]);
+    let out = Command::new(ODGW)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("master key"), "{stderr}");
+    assert!(
+        !stderr.contains("odgw listening"),
+        "no port may be bound: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\nmax_body = \"lots\"\nfoo = 1\n[limits]\nqueue_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ODGW)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    for key in [
+        "server.listen",
+        "server.max_body",
+        "server.foo",
+        "limits.queue_timeout",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from {stderr}");
+    }
+
+    let good = write_config(tmp.path(), "http://127.0.0.1:9/api/v1", [5; 32]);
+    let out = Command::new(ODGW)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration is valid"));
+    assert!(!stdout.contains(DEV_KEY) && !stdout.contains(ADMIN_TOKEN));
+}
+
+#[test]
+fn token_mint_makes_a_token_the_gateway_accepts_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("hs");
+    std::fs::write(&secret, "mint-secret-0123456789\n").unwrap();
+    let out = Command::new(ODGW)
+        .args(["token", "mint", "--secret-file"])
+        .arg(&secret)
+        .args([
+            "--sub", "svc", "--tenant", "a", "--tenant", "b", "--scope", "od:read", "--ttl", "5m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    odgw_auth::install_crypto_providers();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["odgw"]);
+    let data = jsonwebtoken::decode::<Value>(
+        &jwt,
+        &jsonwebtoken::DecodingKey::from_secret(b"mint-secret-0123456789"),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["tenant"], json!(["a", "b"]));
+    assert_eq!(data.claims["sub"], "svc");
+    let lifetime = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 300);
+}
