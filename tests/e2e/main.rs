@@ -5,6 +5,8 @@
 mod support;
 
 mod admin;
+mod attacks;
 mod auth;
+mod deploy;
 mod forwarding;
 mod process;

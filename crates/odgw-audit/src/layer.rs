@@ -1,0 +1,367 @@
+//! The two tower layers that put audit on the request path.
+//!
+//! - [`AuditLayer`] (stack position 3, outside everything that can answer):
+//!   one `request` record per request, durable before the response is
+//!   released.
+//! - [`IntentLayer`] (position 10, just before forwarding): an `intent`
+//!   record for POST, PUT, PATCH and DELETE, durable before Open Dental is
+//!   called, so a write that reaches Open Dental is on record even if odgw
+//!   dies before the response comes back.
+//!
+//! Both read only typed extensions (`RequestId`, `RequestFacts`, `ClientIp`)
+//! and the request line; never bodies or header values.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::Method;
+use odgw_core::{
+    ClientIp, ErrorCode, Facts, GatewayError, Principal, Request, RequestFacts, RequestId,
+    Response, Tenant, TenantId,
+};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::{AuditError, AuditSink, RecordDraft, RecordKind};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// `Retry-After` of the 503 sent when a record cannot be made durable.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// What both layers share: where records go and what to do when they cannot.
+#[derive(Debug, Clone)]
+struct Policy {
+    sink: Arc<dyn AuditSink>,
+    fail_closed: bool,
+    write_timeout: Duration,
+    failures: Arc<AtomicU64>,
+}
+
+impl Policy {
+    async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        match tokio::time::timeout(self.write_timeout, self.sink.append(draft)).await {
+            Ok(result) => result,
+            Err(_) => Err(AuditError::Timeout),
+        }
+    }
+
+    fn unavailable(&self, request_id: &RequestId) -> Response {
+        GatewayError::new(
+            ErrorCode::AuditUnavailable,
+            "the audit record could not be made durable",
+        )
+        .with_retry_after(RETRY_AFTER_SECS)
+        .into_response(request_id)
+    }
+}
+
+/// Writes one `request` record per request and releases the response only
+/// once that record is durable (SPEC §8).
+///
+/// With `fail_closed`, a record that cannot be made durable within
+/// `write_timeout` turns the response into 503 `audit_unavailable` and the
+/// original response (even one already received from Open Dental) is
+/// dropped unseen. Without it, the response is released, the failure logged
+/// and counted in [`AuditLayer::failures`].
+///
+/// `duration_ms` runs until the response head; body streaming is not timed.
+#[derive(Debug, Clone)]
+pub struct AuditLayer {
+    policy: Policy,
+}
+
+impl AuditLayer {
+    /// `fail_closed` and `write_timeout` are `audit.fail_closed` and
+    /// `audit.write_timeout`; share one `sink` with the [`IntentLayer`].
+    pub fn new(sink: Arc<dyn AuditSink>, fail_closed: bool, write_timeout: Duration) -> Self {
+        Self {
+            policy: Policy {
+                sink,
+                fail_closed,
+                write_timeout,
+                failures: Arc::new(AtomicU64::new(0)),
+            },
+        }
+    }
+
+    /// Records that could not be written while failing open
+    /// (`fail_closed = false`), since this layer was built.
+    pub fn failures(&self) -> u64 {
+        self.policy.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuditLayer`].
+#[derive(Debug, Clone)]
+pub struct Audit<S> {
+    inner: S,
+    policy: Policy,
+}
+
+impl<S> Service<Request> for Audit<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = req.extensions().get::<RequestId>().cloned();
+        let facts = req.extensions().get::<RequestFacts>().cloned();
+        let mut draft = request_line(&req, RecordKind::Request);
+        let policy = self.policy.clone();
+        // The clone-and-swap keeps the instance that was polled ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (request_id, facts) = match (request_id, facts) {
+                (Some(id), Some(facts)) => (id, facts),
+                (id, _) => {
+                    let id = id.unwrap_or_else(RequestId::generate);
+                    tracing::error!(request_id = %id, "request context missing at the audit layer: stack-order bug");
+                    draft.request_id = Some(id.to_string());
+                    let response =
+                        GatewayError::new(ErrorCode::Internal, "internal error").into_response(&id);
+                    return Ok(finish(&policy, draft, None, response, started, &id).await);
+                }
+            };
+            draft.request_id = Some(request_id.to_string());
+            match inner.call(req).await {
+                Ok(response) => {
+                    let facts = facts.snapshot();
+                    Ok(finish(&policy, draft, Some(facts), response, started, &request_id).await)
+                }
+                Err(error) => {
+                    // No response reaches the client; still leave a trace.
+                    fill_from_facts(&mut draft, &facts.snapshot());
+                    draft.status = Some(500);
+                    draft.error_code = Some(ErrorCode::Internal.as_str().to_owned());
+                    draft.outcome = Some(ErrorCode::Internal.outcome().to_owned());
+                    draft.duration_ms = Some(elapsed_ms(started));
+                    if let Err(e) = policy.append(draft).await {
+                        tracing::error!(request_id = %request_id, error = %e, "audit record for a failed request could not be made durable");
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+/// Completes the draft from the response and facts, appends it, and decides
+/// what the client gets.
+async fn finish(
+    policy: &Policy,
+    mut draft: RecordDraft,
+    facts: Option<Facts>,
+    response: Response,
+    started: Instant,
+    request_id: &RequestId,
+) -> Response {
+    let code = response.extensions().get::<ErrorCode>().copied();
+    let facts = facts.unwrap_or_default();
+    fill_from_facts(&mut draft, &facts);
+    draft.status = Some(response.status().as_u16());
+    draft.error_code = code.map(|c| c.as_str().to_owned());
+    draft.outcome = Some(
+        match code {
+            Some(code) => code.outcome(),
+            None if facts.cache_hit => "cache_hit",
+            None => "forwarded",
+        }
+        .to_owned(),
+    );
+    draft.duration_ms = Some(elapsed_ms(started));
+    match policy.append(draft).await {
+        Ok(_) => response,
+        Err(e) if policy.fail_closed => {
+            tracing::error!(request_id = %request_id, error = %e, status = response.status().as_u16(),
+                "audit record could not be made durable; withholding the response (fail closed)");
+            drop(response);
+            policy.unavailable(request_id)
+        }
+        Err(e) => {
+            policy.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(request_id = %request_id, error = %e,
+                "audit record could not be made durable; releasing the response (fail open)");
+            response
+        }
+    }
+}
+
+/// Writes an `intent` record, durable before a POST, PUT, PATCH or DELETE is
+/// forwarded to Open Dental (SPEC §8). Other methods pass straight through.
+///
+/// An intent record carries who, from where and what (method, path, query)
+/// with `status`, `upstream_status`, `outcome`, `error_code`, `duration_ms`
+/// and `upstream_ms` all null: nothing is known yet. The `request` record
+/// written by [`AuditLayer`] when the response is known completes it (same
+/// `request_id`).
+///
+/// When the intent cannot be made durable within `write_timeout`: with
+/// `fail_closed`, 503 `audit_unavailable` and Open Dental is not called;
+/// without, the request proceeds and the failure is counted.
+#[derive(Debug, Clone)]
+pub struct IntentLayer {
+    policy: Policy,
+}
+
+impl IntentLayer {
+    /// Same arguments as [`AuditLayer::new`].
+    pub fn new(sink: Arc<dyn AuditSink>, fail_closed: bool, write_timeout: Duration) -> Self {
+        Self {
+            policy: Policy {
+                sink,
+                fail_closed,
+                write_timeout,
+                failures: Arc::new(AtomicU64::new(0)),
+            },
+        }
+    }
+
+    /// Intent records that could not be written while failing open.
+    pub fn failures(&self) -> u64 {
+        self.policy.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl<S> Layer<S> for IntentLayer {
+    type Service = Intent<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Intent {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service made by [`IntentLayer`].
+#[derive(Debug, Clone)]
+pub struct Intent<S> {
+    inner: S,
+    policy: Policy,
+}
+
+/// Methods that change data in Open Dental and so need an intent record.
+pub fn needs_intent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+impl<S> Service<Request> for Intent<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !needs_intent(req.method()) {
+            return Box::pin(inner.call(req));
+        }
+        let policy = self.policy.clone();
+        let extensions = req.extensions();
+        let (Some(request_id), Some(facts)) = (
+            extensions.get::<RequestId>().cloned(),
+            extensions.get::<RequestFacts>().map(RequestFacts::snapshot),
+        ) else {
+            let id = extensions
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::generate);
+            tracing::error!(request_id = %id, "request context missing at the intent layer: stack-order bug");
+            let response =
+                GatewayError::new(ErrorCode::Internal, "internal error").into_response(&id);
+            return Box::pin(async move { Ok(response) });
+        };
+        let mut draft = request_line(&req, RecordKind::Intent);
+        draft.request_id = Some(request_id.to_string());
+        draft.tenant = facts
+            .tenant
+            .or_else(|| extensions.get::<TenantId>().map(|t| t.to_string()))
+            .or_else(|| extensions.get::<Tenant>().map(|t| t.id.to_string()));
+        let principal = extensions.get::<Principal>();
+        draft.subject = facts
+            .subject
+            .or_else(|| principal.map(|p| p.subject.clone()));
+        draft.issuer = facts.issuer.or_else(|| principal.map(|p| p.issuer.clone()));
+        Box::pin(async move {
+            if let Err(e) = policy.append(draft).await {
+                if policy.fail_closed {
+                    tracing::error!(request_id = %request_id, error = %e,
+                        "intent record could not be made durable; not forwarding (fail closed)");
+                    return Ok(policy.unavailable(&request_id));
+                }
+                policy.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(request_id = %request_id, error = %e,
+                    "intent record could not be made durable; forwarding anyway (fail open)");
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+/// The parts of a record known from the request line and connection.
+fn request_line(req: &Request, kind: RecordKind) -> RecordDraft {
+    RecordDraft {
+        kind,
+        client_ip: req
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0.to_string()),
+        method: Some(req.method().as_str().to_owned()),
+        path: Some(req.uri().path().to_owned()),
+        query: req.uri().query().map(str::to_owned),
+        ..RecordDraft::default()
+    }
+}
+
+fn fill_from_facts(draft: &mut RecordDraft, facts: &Facts) {
+    draft.tenant = facts.tenant.clone();
+    draft.subject = facts.subject.clone();
+    draft.issuer = facts.issuer.clone();
+    draft.upstream_status = facts.upstream_status;
+    draft.upstream_ms = facts.upstream_ms;
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

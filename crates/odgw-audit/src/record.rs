@@ -1,0 +1,476 @@
+//! The record type, its canonical JSON and hash, and CSV rendering (SPEC §8).
+
+use aws_lc_rs::digest;
+use serde::{ser::SerializeStruct, Deserialize, Serialize, Serializer};
+use time::{format_description::well_known::Rfc3339, macros::format_description, OffsetDateTime};
+
+use crate::AuditError;
+
+/// Every field of a record, in the order SPEC §8 fixes for the written line,
+/// the canonical JSON (which leaves out the last, `hash`) and CSV.
+pub const FIELDS: [&str; 21] = [
+    "seq",
+    "ts",
+    "kind",
+    "request_id",
+    "tenant",
+    "subject",
+    "issuer",
+    "client_ip",
+    "method",
+    "path",
+    "query",
+    "status",
+    "upstream_status",
+    "outcome",
+    "error_code",
+    "duration_ms",
+    "upstream_ms",
+    "action",
+    "target",
+    "prev_hash",
+    "hash",
+];
+
+/// `prev_hash` of the record with `seq` 1.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// One per data-plane request, written when its response is known.
+    #[default]
+    Request,
+    /// Written before a POST, PUT, PATCH or DELETE is forwarded.
+    Intent,
+    /// One per admin API action.
+    Admin,
+}
+
+impl RecordKind {
+    /// The value of the `kind` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Intent => "intent",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// One line of the audit trail: SPEC §8's fields, in its order, every one
+/// always present (`null` where it does not apply).
+///
+/// `Serialize` writes the fields in SPEC order with `hash` last; use
+/// [`canonical_json`] for the hashed form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// 1, 2, 3 … with no gaps, across segments and restarts.
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-27T20:40:39.123Z`. Kept
+    /// as written so the hash is recomputed over exactly these characters.
+    pub ts: String,
+    /// `request`, `intent` or `admin`.
+    pub kind: RecordKind,
+    /// As in `X-Request-Id`.
+    pub request_id: Option<String>,
+    /// From the verified token; null when unknown.
+    pub tenant: Option<String>,
+    /// The token's `sub`; null when unknown.
+    pub subject: Option<String>,
+    /// The token's `iss`; null when unknown.
+    pub issuer: Option<String>,
+    /// Peer IP address, without port.
+    pub client_ip: Option<String>,
+    /// HTTP method as received.
+    pub method: Option<String>,
+    /// Path as received, e.g. `/api/v1/patients/11`.
+    pub path: Option<String>,
+    /// Raw query string without `?`, or null.
+    pub query: Option<String>,
+    /// Status sent to the client.
+    pub status: Option<u16>,
+    /// Open Dental's status; null when it was not called.
+    pub upstream_status: Option<u16>,
+    /// `forwarded`, `cache_hit`, `denied`, `rate_limited`, `upstream_error` or `gateway_error`.
+    pub outcome: Option<String>,
+    /// The `code` of SPEC §4, or null.
+    pub error_code: Option<String>,
+    /// Total time to the response head, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Time to the upstream's response head, in milliseconds.
+    pub upstream_ms: Option<u64>,
+    /// Admin records only, e.g. `tenant.put`.
+    pub action: Option<String>,
+    /// Admin records only, e.g. the tenant id.
+    pub target: Option<String>,
+    /// The previous record's `hash`; 64 zeros for `seq` 1.
+    pub prev_hash: String,
+    /// Lowercase hex SHA-256 of [`canonical_json`].
+    pub hash: String,
+}
+
+/// What a caller knows about an event; the writer adds `seq`, `ts`,
+/// `prev_hash` and `hash` when it makes the record.
+///
+/// Never put bodies, tokens, keys or header values here (the request id is
+/// the one header-derived value SPEC §8 asks for).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordDraft {
+    /// See [`AuditRecord::kind`].
+    pub kind: RecordKind,
+    /// See [`AuditRecord::request_id`].
+    pub request_id: Option<String>,
+    /// See [`AuditRecord::tenant`].
+    pub tenant: Option<String>,
+    /// See [`AuditRecord::subject`].
+    pub subject: Option<String>,
+    /// See [`AuditRecord::issuer`].
+    pub issuer: Option<String>,
+    /// See [`AuditRecord::client_ip`].
+    pub client_ip: Option<String>,
+    /// See [`AuditRecord::method`].
+    pub method: Option<String>,
+    /// See [`AuditRecord::path`].
+    pub path: Option<String>,
+    /// See [`AuditRecord::query`].
+    pub query: Option<String>,
+    /// See [`AuditRecord::status`].
+    pub status: Option<u16>,
+    /// See [`AuditRecord::upstream_status`].
+    pub upstream_status: Option<u16>,
+    /// See [`AuditRecord::outcome`].
+    pub outcome: Option<String>,
+    /// See [`AuditRecord::error_code`].
+    pub error_code: Option<String>,
+    /// See [`AuditRecord::duration_ms`].
+    pub duration_ms: Option<u64>,
+    /// See [`AuditRecord::upstream_ms`].
+    pub upstream_ms: Option<u64>,
+    /// See [`AuditRecord::action`].
+    pub action: Option<String>,
+    /// See [`AuditRecord::target`].
+    pub target: Option<String>,
+}
+
+impl RecordDraft {
+    /// An empty draft of the given kind.
+    pub fn new(kind: RecordKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Seals a draft as record `seq`, chained to `prev_hash`, with `hash`
+    /// computed over the canonical JSON.
+    pub fn from_draft(draft: RecordDraft, seq: u64, ts: String, prev_hash: String) -> Self {
+        let mut record = Self {
+            seq,
+            ts,
+            kind: draft.kind,
+            request_id: draft.request_id,
+            tenant: draft.tenant,
+            subject: draft.subject,
+            issuer: draft.issuer,
+            client_ip: draft.client_ip,
+            method: draft.method,
+            path: draft.path,
+            query: draft.query,
+            status: draft.status,
+            upstream_status: draft.upstream_status,
+            outcome: draft.outcome,
+            error_code: draft.error_code,
+            duration_ms: draft.duration_ms,
+            upstream_ms: draft.upstream_ms,
+            action: draft.action,
+            target: draft.target,
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        record
+    }
+
+    /// Lowercase hex SHA-256 of this record's canonical JSON.
+    pub fn compute_hash(&self) -> String {
+        sha256_hex(canonical_json(self).as_bytes())
+    }
+
+    /// The line written to a segment: the full object, `hash` last, newline.
+    pub fn to_line(&self) -> String {
+        let mut line = json_of(&Fields {
+            record: self,
+            with_hash: true,
+        });
+        line.push('\n');
+        line
+    }
+
+    /// The record's `ts` parsed.
+    pub fn timestamp(&self) -> Result<OffsetDateTime, AuditError> {
+        OffsetDateTime::parse(&self.ts, &Rfc3339)
+            .map_err(|_| AuditError::BadTimestamp(self.ts.clone()))
+    }
+}
+
+/// SPEC §8's canonical JSON of a record: compact, keys in SPEC order, `hash`
+/// left out, UTF-8. Its SHA-256 is the record's `hash`.
+pub fn canonical_json(record: &AuditRecord) -> String {
+    json_of(&Fields {
+        record,
+        with_hash: false,
+    })
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+fn json_of(fields: &Fields<'_>) -> String {
+    // Only strings, integers and nulls are serialized, which serde_json
+    // cannot fail on; an empty string would never match a stored hash.
+    serde_json::to_string(fields).unwrap_or_default()
+}
+
+/// The one place that fixes the field order of the line and the canonical
+/// JSON, so the two can never disagree.
+struct Fields<'a> {
+    record: &'a AuditRecord,
+    with_hash: bool,
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.record;
+        let len = if self.with_hash { 21 } else { 20 };
+        let mut s = serializer.serialize_struct("AuditRecord", len)?;
+        s.serialize_field("seq", &r.seq)?;
+        s.serialize_field("ts", &r.ts)?;
+        s.serialize_field("kind", &r.kind)?;
+        s.serialize_field("request_id", &r.request_id)?;
+        s.serialize_field("tenant", &r.tenant)?;
+        s.serialize_field("subject", &r.subject)?;
+        s.serialize_field("issuer", &r.issuer)?;
+        s.serialize_field("client_ip", &r.client_ip)?;
+        s.serialize_field("method", &r.method)?;
+        s.serialize_field("path", &r.path)?;
+        s.serialize_field("query", &r.query)?;
+        s.serialize_field("status", &r.status)?;
+        s.serialize_field("upstream_status", &r.upstream_status)?;
+        s.serialize_field("outcome", &r.outcome)?;
+        s.serialize_field("error_code", &r.error_code)?;
+        s.serialize_field("duration_ms", &r.duration_ms)?;
+        s.serialize_field("upstream_ms", &r.upstream_ms)?;
+        s.serialize_field("action", &r.action)?;
+        s.serialize_field("target", &r.target)?;
+        s.serialize_field("prev_hash", &r.prev_hash)?;
+        if self.with_hash {
+            s.serialize_field("hash", &r.hash)?;
+        }
+        s.end()
+    }
+}
+
+impl Serialize for AuditRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Fields {
+            record: self,
+            with_hash: true,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Formats a record timestamp: RFC 3339, UTC, milliseconds, `Z`.
+pub fn format_ts(ts: OffsetDateTime) -> String {
+    let ts = ts.to_offset(time::UtcOffset::UTC);
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    // The format has no component that can fail for years 0..=9999.
+    ts.format(&fmt).unwrap_or_default()
+}
+
+/// Parses a query bound: RFC 3339 (`2026-11-27T20:40:39Z`, any offset) or a
+/// bare date (`2026-11-27`, midnight UTC).
+pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, AuditError> {
+    let text = text.trim();
+    if let Ok(ts) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(ts);
+    }
+    let date_fmt = format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &date_fmt)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| AuditError::BadTimestamp(text.to_owned()))
+}
+
+/// The CSV header line (no line ending): SPEC §8's field names in order.
+pub fn to_csv_header() -> &'static str {
+    "seq,ts,kind,request_id,tenant,subject,issuer,client_ip,method,path,query,status,upstream_status,outcome,error_code,duration_ms,upstream_ms,action,target,prev_hash,hash"
+}
+
+/// One record as a CSV row (RFC 4180 quoting, no line ending; join rows with
+/// `\r\n`). `null` becomes an empty field. Values are written as recorded —
+/// an audit export must not rewrite data — so open it in a spreadsheet with
+/// care.
+pub fn to_csv_row(r: &AuditRecord) -> String {
+    fn text(v: &Option<String>) -> String {
+        v.as_deref().map(csv_quote).unwrap_or_default()
+    }
+    fn num<T: ToString>(v: &Option<T>) -> String {
+        v.as_ref().map(ToString::to_string).unwrap_or_default()
+    }
+    [
+        r.seq.to_string(),
+        csv_quote(&r.ts),
+        r.kind.as_str().to_owned(),
+        text(&r.request_id),
+        text(&r.tenant),
+        text(&r.subject),
+        text(&r.issuer),
+        text(&r.client_ip),
+        text(&r.method),
+        text(&r.path),
+        text(&r.query),
+        num(&r.status),
+        num(&r.upstream_status),
+        text(&r.outcome),
+        text(&r.error_code),
+        num(&r.duration_ms),
+        num(&r.upstream_ms),
+        text(&r.action),
+        text(&r.target),
+        csv_quote(&r.prev_hash),
+        csv_quote(&r.hash),
+    ]
+    .join(",")
+}
+
+fn csv_quote(value: &str) -> String {
+    if value.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AuditRecord {
+        let draft = RecordDraft {
+            kind: RecordKind::Request,
+            request_id: Some("req-1".into()),
+            tenant: Some("demo".into()),
+            subject: Some("alice".into()),
+            issuer: Some("https://idp.example.com/".into()),
+            client_ip: Some("127.0.0.1".into()),
+            method: Some("GET".into()),
+            path: Some("/api/v1/patients/11".into()),
+            query: None,
+            status: Some(200),
+            upstream_status: Some(200),
+            outcome: Some("forwarded".into()),
+            error_code: None,
+            duration_ms: Some(12),
+            upstream_ms: Some(9),
+            action: None,
+            target: None,
+        };
+        AuditRecord::from_draft(
+            draft,
+            1,
+            "2026-11-27T20:40:39.123Z".into(),
+            GENESIS_HASH.into(),
+        )
+    }
+
+    #[test]
+    fn canonical_json_is_exact_compact_ordered_and_without_hash() {
+        let r = sample();
+        let expected = concat!(
+            r#"{"seq":1,"ts":"2026-11-27T20:40:39.123Z","kind":"request","request_id":"req-1","#,
+            r#""tenant":"demo","subject":"alice","issuer":"https://idp.example.com/","#,
+            r#""client_ip":"127.0.0.1","method":"GET","path":"/api/v1/patients/11","query":null,"#,
+            r#""status":200,"upstream_status":200,"outcome":"forwarded","error_code":null,"#,
+            r#""duration_ms":12,"upstream_ms":9,"action":null,"target":null,"#,
+            r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#
+        );
+        assert_eq!(canonical_json(&r), expected);
+        // Independent SHA-256 of the bytes above (computed with Python hashlib).
+        assert_eq!(
+            r.hash,
+            "fa9f77caef2aa03ca3be0e4bbce439d33aa95bdf65e96a35d3182cb6cb7ce085"
+        );
+        assert_eq!(r.hash, sha256_hex(expected.as_bytes()));
+    }
+
+    #[test]
+    fn written_line_has_every_field_in_spec_order_with_hash_last() {
+        let r = sample();
+        let line = r.to_line();
+        assert!(line.ends_with('\n'));
+        let canonical = canonical_json(&r);
+        // The line is the canonical object with `hash` appended last.
+        let expected = format!(
+            "{},\"hash\":\"{}\"}}\n",
+            &canonical[..canonical.len() - 1],
+            r.hash
+        );
+        assert_eq!(line, expected);
+        let mut last = 0;
+        for name in FIELDS {
+            let at = line.find(&format!("\"{name}\":")).unwrap();
+            assert!(at >= last, "{name} out of order");
+            last = at;
+        }
+        let back: AuditRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(to_csv_header().split(',').collect::<Vec<_>>(), FIELDS);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let line = sample().to_line().replacen("{", r#"{"extra":1,"#, 1);
+        assert!(serde_json::from_str::<AuditRecord>(&line).is_err());
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_utc() {
+        let ts = time::macros::datetime!(2026-11-27 21:40:39.1239 +01:00);
+        assert_eq!(format_ts(ts), "2026-11-27T20:40:39.123Z");
+        let ts = time::macros::datetime!(2026-01-02 03:04:05 UTC);
+        assert_eq!(format_ts(ts), "2026-01-02T03:04:05.000Z");
+        assert_eq!(
+            parse_timestamp("2026-11-27").unwrap(),
+            time::macros::datetime!(2026-11-27 0:00 UTC)
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-27T20:40:39.5+01:00").unwrap(),
+            time::macros::datetime!(2026-11-27 19:40:39.5 UTC)
+        );
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn csv_quotes_per_rfc_4180() {
+        let mut r = sample();
+        r.query = Some("a=1,b=\"x\"".into());
+        r.subject = Some("line\nbreak".into());
+        let row = to_csv_row(&r);
+        assert!(row.contains(r#","a=1,b=""x""","#), "{row}");
+        assert!(row.contains(",\"line\nbreak\","), "{row}");
+        assert!(row.starts_with("1,2026-11-27T20:40:39.123Z,request,req-1,demo,"));
+        // null → empty field; 21 fields when the quoted commas are ignored.
+        assert!(row.contains(",forwarded,,12,9,,,"), "{row}");
+        let plain = to_csv_row(&sample());
+        assert_eq!(plain.split(',').count(), 21);
+        assert!(plain.ends_with(&sample().hash));
+    }
+}

@@ -1,0 +1,384 @@
+//! AuditLayer and IntentLayer driven through ServiceBuilder + service_fn.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use odgw_audit::{verify, AuditError, AuditLayer, AuditSink, IntentLayer, RecordDraft, RecordKind};
+use odgw_core::{
+    Body, ClientIp, ErrorCode, GatewayError, Principal, Request, RequestFacts, RequestId, Response,
+};
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+/// Records drafts in memory; can be told to fail or to hang.
+#[derive(Debug, Default)]
+struct MemorySink {
+    drafts: Mutex<Vec<RecordDraft>>,
+    fail: AtomicBool,
+    hang: AtomicBool,
+}
+
+impl MemorySink {
+    fn drafts(&self) -> Vec<RecordDraft> {
+        self.drafts.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemorySink {
+    async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AuditError::WriteFailed("disk full".into()));
+        }
+        let mut drafts = self.drafts.lock().unwrap();
+        drafts.push(draft);
+        Ok(drafts.len() as u64)
+    }
+    fn is_healthy(&self) -> bool {
+        !self.fail.load(Ordering::SeqCst)
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn request(method: Method, uri: &str) -> (Request, RequestFacts) {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", "Bearer secret-token")
+        .body(Body::from("{\"LName\":\"Secret\"}"))
+        .unwrap();
+    let facts = RequestFacts::default();
+    let id = RequestId::from_client(Some(&HeaderValue::from_static("rid-42")));
+    req.extensions_mut().insert(id);
+    req.extensions_mut().insert(facts.clone());
+    req.extensions_mut()
+        .insert(ClientIp("2001:db8::7".parse().unwrap()));
+    (req, facts)
+}
+
+/// An upstream stand-in that fills facts like the inner layers would.
+fn upstream(
+    called: Arc<AtomicUsize>,
+    status: StatusCode,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone {
+    service_fn(move |req: Request| {
+        let called = Arc::clone(&called);
+        async move {
+            called.fetch_add(1, Ordering::SeqCst);
+            let facts = req.extensions().get::<RequestFacts>().unwrap();
+            facts.update(|f| {
+                f.tenant = Some("demo".into());
+                f.subject = Some("alice".into());
+                f.issuer = Some("https://idp.example.com/".into());
+                f.upstream_status = Some(status.as_u16());
+                f.upstream_ms = Some(3);
+            });
+            let mut resp = Response::new(Body::from("patient data"));
+            *resp.status_mut() = status;
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
+
+async fn body_text(resp: Response) -> String {
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn request_record_carries_facts_and_request_line() {
+    let sink = Arc::new(MemorySink::default());
+    let called = Arc::new(AtomicUsize::new(0));
+    let layer = AuditLayer::new(sink.clone(), true, TIMEOUT);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(upstream(called.clone(), StatusCode::CREATED));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11?Offset=0&Limit=5");
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(body_text(resp).await, "patient data");
+
+    let drafts = sink.drafts();
+    assert_eq!(drafts.len(), 1);
+    let d = &drafts[0];
+    assert_eq!(d.kind, RecordKind::Request);
+    assert_eq!(d.request_id.as_deref(), Some("rid-42"));
+    assert_eq!(d.tenant.as_deref(), Some("demo"));
+    assert_eq!(d.subject.as_deref(), Some("alice"));
+    assert_eq!(d.issuer.as_deref(), Some("https://idp.example.com/"));
+    assert_eq!(d.client_ip.as_deref(), Some("2001:db8::7"));
+    assert_eq!(d.method.as_deref(), Some("GET"));
+    assert_eq!(d.path.as_deref(), Some("/api/v1/patients/11"));
+    assert_eq!(d.query.as_deref(), Some("Offset=0&Limit=5"));
+    assert_eq!(d.status, Some(201));
+    assert_eq!(d.upstream_status, Some(201));
+    assert_eq!(d.upstream_ms, Some(3));
+    assert_eq!(d.outcome.as_deref(), Some("forwarded"));
+    assert_eq!(d.error_code, None);
+    assert!(d.duration_ms.is_some());
+    assert_eq!((d.action.as_deref(), d.target.as_deref()), (None, None));
+    // Nothing from headers or body.
+    let debug = format!("{d:?}");
+    assert!(!debug.contains("secret-token") && !debug.contains("Secret"));
+}
+
+#[tokio::test]
+async fn odgw_errors_and_cache_hits_set_outcome_and_code() {
+    let sink = Arc::new(MemorySink::default());
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .service(service_fn(|req: Request| async move {
+            let id = req.extensions().get::<RequestId>().unwrap().clone();
+            let resp = if req.uri().path().ends_with("cached") {
+                let facts = req.extensions().get::<RequestFacts>().unwrap();
+                facts.update(|f| f.cache_hit = true);
+                Response::new(Body::empty())
+            } else if req.uri().path().ends_with("slow") {
+                GatewayError::new(ErrorCode::UpstreamTimeout, "upstream timed out")
+                    .into_response(&id)
+            } else {
+                GatewayError::new(ErrorCode::InvalidToken, "token expired").into_response(&id)
+            };
+            Ok::<_, Infallible>(resp)
+        }));
+    for path in ["/api/v1/x", "/api/v1/cached", "/api/v1/slow"] {
+        let (mut req, _) = request(Method::GET, path);
+        req.extensions_mut().remove::<ClientIp>();
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    let drafts = sink.drafts();
+    assert_eq!(drafts[0].status, Some(401));
+    assert_eq!(drafts[0].error_code.as_deref(), Some("invalid_token"));
+    assert_eq!(drafts[0].outcome.as_deref(), Some("denied"));
+    assert_eq!(drafts[0].upstream_status, None);
+    assert_eq!(drafts[0].client_ip, None);
+    assert_eq!(drafts[1].outcome.as_deref(), Some("cache_hit"));
+    assert_eq!(drafts[1].error_code, None);
+    assert_eq!(drafts[2].status, Some(504));
+    assert_eq!(drafts[2].outcome.as_deref(), Some("upstream_error"));
+}
+
+#[tokio::test]
+async fn fail_closed_withholds_the_upstream_response() {
+    let sink = Arc::new(MemorySink::default());
+    sink.fail.store(true, Ordering::SeqCst);
+    let called = Arc::new(AtomicUsize::new(0));
+    let layer = AuditLayer::new(sink.clone(), true, TIMEOUT);
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(upstream(called.clone(), StatusCode::OK));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["odgw-error"], "audit_unavailable");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["x-request-id"], "rid-42");
+    let body = body_text(resp).await;
+    assert!(body.contains("\"code\":\"audit_unavailable\""), "{body}");
+    assert!(!body.contains("patient data"));
+    assert_eq!(layer.failures(), 0);
+}
+
+#[tokio::test]
+async fn fail_open_releases_the_response_and_counts() {
+    let sink = Arc::new(MemorySink::default());
+    sink.fail.store(true, Ordering::SeqCst);
+    let layer = AuditLayer::new(sink.clone(), false, TIMEOUT);
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(upstream(Arc::default(), StatusCode::OK));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_text(resp).await, "patient data");
+    assert_eq!(layer.failures(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_sink_gives_503_after_the_write_timeout() {
+    let sink = Arc::new(MemorySink::default());
+    sink.hang.store(true, Ordering::SeqCst);
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .service(upstream(Arc::default(), StatusCode::OK));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    let started = tokio::time::Instant::now();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() >= TIMEOUT);
+    assert!(started.elapsed() < TIMEOUT * 2);
+}
+
+#[tokio::test]
+async fn missing_request_context_is_an_internal_error_not_a_forward() {
+    let sink = Arc::new(MemorySink::default());
+    let called = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .layer(IntentLayer::new(sink.clone(), true, TIMEOUT))
+        .service(upstream(called.clone(), StatusCode::OK));
+    let (mut req, _) = request(Method::POST, "/api/v1/patients");
+    req.extensions_mut().remove::<RequestFacts>();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(resp.headers()["odgw-error"], "internal_error");
+    assert_eq!(called.load(Ordering::SeqCst), 0);
+    let drafts = sink.drafts();
+    assert_eq!(drafts.len(), 1, "the 500 itself is still audited");
+    assert_eq!(drafts[0].outcome.as_deref(), Some("gateway_error"));
+}
+
+#[tokio::test]
+async fn intent_is_durable_before_the_upstream_call() {
+    let sink = Arc::new(MemorySink::default());
+    let seen_at_call = Arc::new(Mutex::new(None));
+    let inner = {
+        let sink = sink.clone();
+        let seen = seen_at_call.clone();
+        service_fn(move |_req: Request| {
+            *seen.lock().unwrap() = Some(sink.drafts());
+            async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+        })
+    };
+    let svc = ServiceBuilder::new()
+        .layer(IntentLayer::new(sink.clone(), true, TIMEOUT))
+        .service(inner);
+    let (req, facts) = request(Method::PUT, "/api/v1/patients/11?x=1");
+    facts.update(|f| {
+        f.tenant = Some("demo".into());
+        f.subject = Some("alice".into());
+    });
+    svc.clone().oneshot(req).await.unwrap();
+    let seen = seen_at_call.lock().unwrap().take().unwrap();
+    assert_eq!(seen.len(), 1);
+    let d = &seen[0];
+    assert_eq!(d.kind, RecordKind::Intent);
+    assert_eq!(d.method.as_deref(), Some("PUT"));
+    assert_eq!(d.path.as_deref(), Some("/api/v1/patients/11"));
+    assert_eq!(d.query.as_deref(), Some("x=1"));
+    assert_eq!(d.request_id.as_deref(), Some("rid-42"));
+    assert_eq!(d.tenant.as_deref(), Some("demo"));
+    assert_eq!(d.subject.as_deref(), Some("alice"));
+    assert_eq!(d.client_ip.as_deref(), Some("2001:db8::7"));
+    assert_eq!(
+        (d.status, d.upstream_status, d.outcome.as_deref()),
+        (None, None, None)
+    );
+
+    // Reads need no intent; the principal fills in when facts are empty.
+    let (get, _) = request(Method::GET, "/api/v1/patients/11");
+    svc.clone().oneshot(get).await.unwrap();
+    assert_eq!(sink.drafts().len(), 1);
+    let (mut delete, _) = request(Method::DELETE, "/api/v1/appointments/3");
+    delete.extensions_mut().insert(Principal {
+        subject: "bob".into(),
+        issuer: "https://idp.example.com/".into(),
+        tenants: vec!["demo".into()],
+        scopes: vec!["od:write".into()],
+        expires_at: 0,
+    });
+    svc.oneshot(delete).await.unwrap();
+    let drafts = sink.drafts();
+    assert_eq!(drafts.len(), 2);
+    assert_eq!(drafts[1].subject.as_deref(), Some("bob"));
+}
+
+#[tokio::test]
+async fn failed_intent_never_reaches_open_dental_when_failing_closed() {
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let sink = Arc::new(MemorySink::default());
+        sink.fail.store(true, Ordering::SeqCst);
+        let called = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(IntentLayer::new(sink.clone(), true, TIMEOUT))
+            .service(upstream(called.clone(), StatusCode::OK));
+        let (req, _) = request(method.clone(), "/api/v1/patients");
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{method}");
+        assert_eq!(
+            resp.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode::AuditUnavailable)
+        );
+        assert_eq!(called.load(Ordering::SeqCst), 0, "{method} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn failed_intent_proceeds_when_failing_open() {
+    let sink = Arc::new(MemorySink::default());
+    sink.fail.store(true, Ordering::SeqCst);
+    let called = Arc::new(AtomicUsize::new(0));
+    let layer = IntentLayer::new(sink.clone(), false, TIMEOUT);
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(upstream(called.clone(), StatusCode::OK));
+    let (req, _) = request(Method::POST, "/api/v1/patients");
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.failures(), 1);
+}
+
+#[tokio::test]
+async fn both_layers_over_the_file_log_write_a_verifiable_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(common::open(dir.path(), 64 << 20).await);
+    let sink: Arc<dyn AuditSink> = log.clone();
+    let called = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .layer(IntentLayer::new(sink, true, TIMEOUT))
+        .service(upstream(called.clone(), StatusCode::CREATED));
+
+    let (req, _) = request(Method::POST, "/api/v1/patients");
+    assert_eq!(
+        svc.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let lines = common::all_lines(dir.path());
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains(r#""seq":1,"#) && lines[0].contains(r#""kind":"intent""#));
+    assert!(lines[1].contains(r#""seq":2,"#) && lines[1].contains(r#""kind":"request""#));
+    assert!(lines[1].contains(r#""client_ip":"2001:db8::7""#));
+
+    // The disk refuses: no forward, 503 to the client, nothing half-written.
+    log.fail_writes(true);
+    let (req, _) = request(Method::POST, "/api/v1/patients");
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert!(!log.is_healthy());
+
+    log.fail_writes(false);
+    let (req, _) = request(Method::GET, "/api/v1/patients/1");
+    assert_eq!(
+        svc.oneshot(req).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    log.flush_and_close().await;
+    let report = verify(dir.path()).unwrap();
+    assert!(report.ok && report.records == 3, "{report:?}");
+}

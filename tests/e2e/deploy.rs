@@ -1,0 +1,1 @@
+//! Checks on the deployment files under deploy/.
