@@ -10,3 +10,4 @@ mod auth;
 mod deploy;
 mod forwarding;
 mod process;
+mod traffic;

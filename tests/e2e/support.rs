@@ -81,6 +81,8 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     pub mock: RunningMock,
     pub root: PathBuf,
+    /// The gateway's audit log, for the write-failure test seam.
+    pub audit: std::sync::Arc<odgw_audit::FileAuditLog>,
     _tmp: Option<TempDir>,
     hs_secret: Vec<u8>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -212,6 +214,7 @@ write_timeout = "1s"
         );
         let config = Config::from_toml_str(&toml, &opts.env).unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::build(config, &opts.env).await.unwrap();
+        let audit = gateway.audit.clone();
         let data_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let data = data_listener.local_addr().unwrap();
@@ -226,6 +229,7 @@ write_timeout = "1s"
             admin,
             mock,
             root,
+            audit,
             _tmp: tmp,
             hs_secret,
             shutdown: Some(tx),
