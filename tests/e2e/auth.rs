@@ -318,11 +318,12 @@ async fn jwks_server(initial: &str) -> Jwks {
 }
 
 fn jwks_issuer(url: &str) -> Options {
-    let mut opts = Options::default();
-    opts.extra_toml = format!(
-        "\n[[auth.issuers]]\nissuer = \"{JWKS_ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\njwks_url = \"{url}\"\n"
-    );
-    opts
+    Options {
+        extra_toml: format!(
+            "\n[[auth.issuers]]\nissuer = \"{JWKS_ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\njwks_url = \"{url}\"\n"
+        ),
+        ..Options::default()
+    }
 }
 
 const JWKS_ISSUER: &str = "https://jwks.test/";

@@ -243,15 +243,16 @@ write_timeout = "1s"
         gw
     }
 
-    /// Stops the gateway gracefully and waits for it.
-    pub async fn stop(mut self) -> PathBuf {
+    /// Stops the gateway gracefully and waits for it. The returned guard
+    /// keeps the temp dir (store, audit) alive for inspection.
+    pub async fn stop(mut self) -> (PathBuf, Option<TempDir>) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
-        self.root.clone()
+        (self.root.clone(), self._tmp.take())
     }
 
     pub fn url(&self, path: &str) -> String {

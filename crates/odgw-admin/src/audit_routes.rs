@@ -6,7 +6,7 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::IntoResponse,
 };
-use odgw_core::{ErrorCode, Response};
+use odgw_core::{ErrorCode, GatewayError, Response};
 use serde::Deserialize;
 
 use crate::{json, AppState, Ctx};
@@ -22,21 +22,19 @@ pub(crate) struct AuditParams {
     limit: Option<usize>,
 }
 
+/// An RFC 3339 time (or a bare date) from a query parameter.
 fn parse_time(
-    ctx: &Ctx,
     name: &str,
     value: Option<&str>,
-) -> Result<Option<time::OffsetDateTime>, Response> {
+) -> Result<Option<time::OffsetDateTime>, GatewayError> {
     value
         .map(|v| {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).map_err(
-                |_| {
-                    ctx.error(
-                        ErrorCode::BadRequest,
-                        format!("{name} must be an RFC 3339 time such as 2026-11-27T00:00:00Z"),
-                    )
-                },
-            )
+            odgw_audit::parse_timestamp(v).map_err(|_| {
+                GatewayError::new(
+                    ErrorCode::BadRequest,
+                    format!("{name} must be an RFC 3339 time such as 2026-11-27T00:00:00Z"),
+                )
+            })
         })
         .transpose()
 }
@@ -54,13 +52,12 @@ pub(crate) async fn query(
             "query parameters are tenant, subject, since, until, after_seq, limit",
         );
     };
-    let since = match parse_time(&ctx, "since", params.since.as_deref()) {
-        Ok(t) => t,
-        Err(resp) => return resp,
-    };
-    let until = match parse_time(&ctx, "until", params.until.as_deref()) {
-        Ok(t) => t,
-        Err(resp) => return resp,
+    let (since, until) = match (
+        parse_time("since", params.since.as_deref()),
+        parse_time("until", params.until.as_deref()),
+    ) {
+        (Ok(since), Ok(until)) => (since, until),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(&ctx.request_id),
     };
     let q = odgw_audit::Query {
         tenant: params.tenant,

@@ -242,9 +242,9 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-fn parse_id(ctx: &Ctx, id: &str) -> Result<TenantId, Response> {
+fn parse_id(id: &str) -> Result<TenantId, GatewayError> {
     TenantId::parse(id).map_err(|_| {
-        ctx.error(
+        GatewayError::new(
             ErrorCode::BadRequest,
             "tenant id must match [A-Za-z0-9._-]{1,64}",
         )
@@ -290,9 +290,9 @@ async fn put_tenant(
 }
 
 async fn put_tenant_inner(state: &AppState, ctx: &Ctx, id: &str, body: &[u8]) -> Response {
-    let id = match parse_id(ctx, id) {
+    let id = match parse_id(id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(&ctx.request_id),
     };
     // serde's messages could quote the offending value (a key): keep only
     // the position and kind of the problem.
@@ -343,9 +343,9 @@ async fn list_tenants(State(state): State<AppState>, ctx: Ctx) -> Response {
 }
 
 async fn show_tenant(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&ctx, &id) {
+    let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(&ctx.request_id),
     };
     match state.parts.store.summary(&id).await {
         Ok(Some(summary)) => json(StatusCode::OK, &summary),
@@ -373,8 +373,8 @@ async fn toggle(
     } else {
         "tenant.disable"
     };
-    let response = match parse_id(&ctx, &id) {
-        Err(resp) => resp,
+    let response = match parse_id(&id) {
+        Err(e) => e.into_response(&ctx.request_id),
         Ok(tid) => match state.parts.store.set_enabled(&tid, enabled).await {
             Ok(Some(summary)) => {
                 if !enabled {
@@ -401,8 +401,8 @@ async fn delete_tenant(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Response {
-    let response = match parse_id(&ctx, &id) {
-        Err(resp) => resp,
+    let response = match parse_id(&id) {
+        Err(e) => e.into_response(&ctx.request_id),
         Ok(tid) => match state.parts.store.delete(&tid).await {
             Ok(true) => {
                 state.parts.cache.purge_tenant(&tid);
@@ -423,8 +423,8 @@ async fn delete_tenant(
 }
 
 async fn check_tenant(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
-    let response = match parse_id(&ctx, &id) {
-        Err(resp) => resp,
+    let response = match parse_id(&id) {
+        Err(e) => e.into_response(&ctx.request_id),
         Ok(tid) => match state.parts.probe.check(tid).await {
             Ok(report) => json(StatusCode::OK, &report),
             Err(error) => error.into_response(&ctx.request_id),
@@ -456,12 +456,12 @@ async fn purge_cache(
             ctx.error(ErrorCode::BadRequest, "the only query parameter is tenant"),
             None,
         ),
-        Ok(Query(PurgeQuery { tenant: Some(t) })) => match parse_id(&ctx, &t) {
+        Ok(Query(PurgeQuery { tenant: Some(t) })) => match parse_id(&t) {
             Ok(tid) => {
                 state.parts.cache.purge_tenant(&tid);
                 (StatusCode::NO_CONTENT.into_response(), Some(t))
             }
-            Err(resp) => (resp, None),
+            Err(e) => (e.into_response(&ctx.request_id), None),
         },
         Ok(Query(PurgeQuery { tenant: None })) => {
             state.parts.cache.purge_all();

@@ -153,6 +153,12 @@ where
                 }
             };
             draft.request_id = Some(request_id.to_string());
+            // Already known unable to make records durable: refuse before
+            // anything is fetched from Open Dental only to be withheld.
+            if policy.fail_closed && !policy.sink.is_healthy() {
+                tracing::warn!(request_id = %request_id, "audit unavailable: refusing the request (fail closed)");
+                return Ok(policy.unavailable(&request_id));
+            }
             match inner.call(req).await {
                 Ok(response) => {
                     let facts = facts.snapshot();

@@ -21,12 +21,14 @@ use odgw_core::{
 };
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
-/// Records drafts in memory; can be told to fail or to hang.
+/// Records drafts in memory; can be told to fail, to hang, or to report
+/// itself unhealthy (as the file log does after a failed batch).
 #[derive(Debug, Default)]
 struct MemorySink {
     drafts: Mutex<Vec<RecordDraft>>,
     fail: AtomicBool,
     hang: AtomicBool,
+    unhealthy: AtomicBool,
 }
 
 impl MemorySink {
@@ -49,7 +51,7 @@ impl AuditSink for MemorySink {
         Ok(drafts.len() as u64)
     }
     fn is_healthy(&self) -> bool {
-        !self.fail.load(Ordering::SeqCst)
+        !self.unhealthy.load(Ordering::SeqCst)
     }
 }
 
@@ -200,6 +202,33 @@ async fn fail_closed_withholds_the_upstream_response() {
     assert!(body.contains("\"code\":\"audit_unavailable\""), "{body}");
     assert!(!body.contains("patient data"));
     assert_eq!(layer.failures(), 0);
+}
+
+#[tokio::test]
+async fn a_known_unhealthy_sink_refuses_before_calling_upstream() {
+    let sink = Arc::new(MemorySink::default());
+    sink.unhealthy.store(true, Ordering::SeqCst);
+    let called = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .service(upstream(called.clone(), StatusCode::OK));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["odgw-error"], "audit_unavailable");
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        0,
+        "Open Dental is not called"
+    );
+
+    // Fail open keeps serving even then.
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), false, TIMEOUT))
+        .service(upstream(called.clone(), StatusCode::OK));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(called.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -372,7 +401,16 @@ async fn both_layers_over_the_file_log_write_a_verifiable_chain() {
     assert_eq!(called.load(Ordering::SeqCst), 1);
     assert!(!log.is_healthy());
 
+    // The disk is back: the writer's idle probe notices within about a second
+    // and requests flow again without a restart.
     log.fail_writes(false);
+    for _ in 0..50 {
+        if log.is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log.is_healthy());
     let (req, _) = request(Method::GET, "/api/v1/patients/1");
     assert_eq!(
         svc.oneshot(req).await.unwrap().status(),

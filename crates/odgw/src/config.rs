@@ -594,7 +594,7 @@ fn check_issuer(path: &str, issuer: &IssuerConfig, p: &mut Vec<String>) {
         .into_iter()
         .flatten()
     {
-        check_readable(&format!("{path}"), file, p);
+        check_readable(path, file, p);
     }
 }
 
