@@ -244,3 +244,53 @@ async fn unreachable_upstream_is_502_and_a_hang_is_504() {
         .await
         .assert_problem(502, "upstream_unavailable");
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_flushes_their_records() {
+    let gw = TestGateway::start().await;
+    let token = gw.token(json!({}));
+    gw.mock
+        .mock
+        .inject(Fault::Delay(Duration::from_millis(1500)));
+    let data = gw.data;
+    let slow = {
+        let token = token.clone();
+        tokio::spawn(async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<Full<Bytes>>();
+            let req = Request::get(format!("http://{data}/api/v1/patients/11"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-request-id", "in-flight")
+                .body(Full::default())
+                .unwrap();
+            client.request(req).await.map(|r| r.status().as_u16())
+        })
+    };
+    // Wait until the slow request has reached Open Dental, then shut down.
+    for _ in 0..100 {
+        if !gw.mock.mock.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.mock.mock.requests().len(), 1);
+    let started = std::time::Instant::now();
+    let (root, _keep) = gw.stop().await;
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "stop waited for it"
+    );
+    // No new connections after shutdown.
+    assert!(tokio::net::TcpStream::connect(data).await.is_err());
+    // Its record was made durable before the process would exit.
+    let lines = audit_lines(&root.join("audit"));
+    assert!(lines
+        .iter()
+        .any(|l| l["request_id"] == "in-flight" && l["status"] == 200));
+}

@@ -433,3 +433,36 @@ async fn kill_9_under_load_leaves_a_record_for_every_answered_request() {
         "answered without a durable record: {missing:?}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mock = odgw_mock::MockUpstream::spawn(odgw_mock::MockConfig::test_defaults())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &mock.base_url(), [6; 32]);
+    let mut served = Served::start(&config).unwrap();
+    let pid = served.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(code) = served.child.try_wait().unwrap() {
+            exited = Some(code);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = exited.expect("odgw exited after SIGTERM");
+    assert!(code.success(), "exit status {code:?}");
+    // The log reader thread drains stderr after the exit.
+    let mut logs = String::new();
+    for _ in 0..40 {
+        logs = served.logs.lock().unwrap().join("\n");
+        if logs.contains("shutdown complete") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(logs.contains("shutdown complete"), "{logs}");
+}
