@@ -248,14 +248,17 @@ fn route_matches(route: &str, api_path: &str) -> bool {
 }
 
 /// `b=2&a=1` and `a=1&b=2` name the same resource; the raw pairs are sorted
-/// as they are (no decoding), so only a byte-identical set of pairs matches.
+/// by parameter name as they are (no decoding), so only byte-identical pairs
+/// match. The sort is stable: repeated names keep their order, because an
+/// upstream that reads the first (or last) value answers `a=1&a=2` and
+/// `a=2&a=1` differently.
 fn sorted_query(query: Option<&str>) -> String {
     let mut pairs: Vec<&str> = query
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .collect();
-    pairs.sort_unstable();
+    pairs.sort_by_key(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name));
     pairs.join("&")
 }
 
@@ -341,6 +344,9 @@ mod tests {
         assert_eq!(sorted_query(Some("a=1&b=2")), "a=1&b=2");
         assert_eq!(sorted_query(Some("a=1&a=1&")), "a=1&a=1");
         assert_ne!(sorted_query(Some("a=1")), sorted_query(Some("a=2")));
+        // Repeated names keep their relative order.
+        assert_eq!(sorted_query(Some("b=0&a=2&a=1")), "a=2&a=1&b=0");
+        assert_ne!(sorted_query(Some("a=1&a=2")), sorted_query(Some("a=2&a=1")));
         assert_ne!(sorted_query(Some("a=%41")), sorted_query(Some("a=A")));
         assert_eq!(sorted_query(None), "");
     }

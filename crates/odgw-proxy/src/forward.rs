@@ -134,6 +134,11 @@ async fn forward(client: UpstreamClient, request: Request) -> Response {
         f.upstream_status = Some(response.status().as_u16());
         f.upstream_ms = Some(elapsed_ms);
     });
+    if !relayable(response.status()) {
+        tracing::warn!(request_id = %request_id, tenant = %tenant.id, status = response.status().as_u16(), "upstream answered with an interim status as its final answer");
+        return GatewayError::new(ErrorCode::UpstreamUnavailable, "upstream unavailable")
+            .into_response(&request_id);
+    }
     if cut_off {
         // The upstream answered before it saw the whole body; what it said
         // is about a request the client never finished sending.
@@ -145,6 +150,15 @@ async fn forward(client: UpstreamClient, request: Request) -> Response {
     strip_odgw_headers(&mut parts.headers);
     parts.extensions = http::Extensions::new();
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Whether an upstream status may be passed to the client as the final
+/// answer. A 1xx is never final: relaying an upstream `101 Switching
+/// Protocols` would tell the client its connection now speaks another
+/// protocol, which odgw never tunnels (hop-by-hop `Upgrade` is not even
+/// forwarded), so such an answer is an upstream failure.
+fn relayable(status: http::StatusCode) -> bool {
+    !status.is_informational()
 }
 
 /// Makes the upstream framing follow the body that is actually sent, never
@@ -229,6 +243,22 @@ mod tests {
         frame_body(&mut headers, &Body::from_stream(stream));
         assert!(headers.get(header::CONTENT_LENGTH).is_none());
         assert_eq!(headers[header::TRANSFER_ENCODING], "chunked");
+    }
+
+    #[test]
+    fn interim_statuses_are_never_relayed() {
+        for code in [100, 101, 102, 103, 199] {
+            assert!(
+                !relayable(http::StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [200, 204, 301, 404, 429, 500, 504] {
+            assert!(
+                relayable(http::StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
     }
 
     #[test]

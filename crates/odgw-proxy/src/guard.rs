@@ -12,7 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::{ready, Either, Ready};
-use http::header;
+use http::{header, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use odgw_core::{Body, ErrorCode, GatewayError, Request, RequestId, Response};
 use tower::{Layer, Service};
@@ -29,8 +29,9 @@ pub fn api_path_rest(path: &str) -> Option<&str> {
 }
 
 /// Answers, in this order: 404 `not_found` outside `/api/v1/{path}`, 400
-/// `bad_path` for a path [`check_path`] refuses, 400 `bad_request` for an
-/// invalid or repeated `Content-Length`, 413 `body_too_large` for a declared
+/// `bad_path` for a path [`check_path`] refuses, 400 `bad_request` for a
+/// case variant of a standard method (`delete`, `Post`) and for an invalid
+/// or repeated `Content-Length`, 413 `body_too_large` for a declared
 /// length over `max_body`. Every other request goes on with its body wrapped
 /// so that a body without a declared length is cut off at `max_body`; the
 /// [`crate::Forwarder`] turns that cut into 413.
@@ -95,6 +96,12 @@ impl<S> Guard<S> {
             return Err(GatewayError::new(ErrorCode::NotFound, "no such route"));
         }
         check_path(path).map_err(|e| GatewayError::new(ErrorCode::BadPath, e.to_string()))?;
+        if !is_forwardable_method(request.method()) {
+            return Err(GatewayError::new(
+                ErrorCode::MethodNotAllowed,
+                "only GET, HEAD, POST, PUT, PATCH and DELETE are forwarded",
+            ));
+        }
         let declared = declared_length(request.headers())?;
         let too_large = || {
             GatewayError::new(
@@ -121,6 +128,25 @@ impl<S> Guard<S> {
         });
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// The methods Open Dental's API uses, spelled exactly.
+///
+/// Everything else is refused: extension methods (`MERGE`, `PROPFIND`) would
+/// pass odgw's scope, intent-audit and retry rules as "unknown", and case
+/// variants (`delete`, `Post`) are distinct methods to odgw (RFC 9110 §9.1)
+/// but a DELETE or POST to Open Dental's case-insensitive ASP.NET routing.
+/// `CONNECT`, `TRACE` and `OPTIONS` have no use against the API.
+fn is_forwardable_method(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ]
+    .contains(method)
 }
 
 /// The one declared body length, if any. Hyper already refuses most bad
@@ -302,6 +328,29 @@ mod tests {
         ] {
             let response = run(request(path).body(Body::empty()).unwrap()).await;
             assert_refused(response, 400, "bad_path").await;
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_apis_methods_spelled_exactly_are_forwarded() {
+        for method in [
+            "delete", "Delete", "post", "pOST", "put", "Patch", "get", "head", "PROPFIND", "MERGE",
+            "OPTIONS", "TRACE", "CONNECT",
+        ] {
+            let response = run(request("/api/v1/patients/11")
+                .method(method)
+                .body(Body::empty())
+                .unwrap())
+            .await;
+            assert_refused(response, 405, "method_not_allowed").await;
+        }
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+            let response = run(request("/api/v1/patients/11")
+                .method(method)
+                .body(Body::empty())
+                .unwrap())
+            .await;
+            assert_eq!(response.status(), 200, "{method}");
         }
     }
 

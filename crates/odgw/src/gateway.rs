@@ -139,6 +139,25 @@ impl Gateway {
 
     /// The data-plane stack, outer to inner. Reordering happens here only.
     pub fn data_plane(&self) -> DataPlane {
+        self.stack(self.audit_layer.clone(), self.intent_layer.clone())
+    }
+
+    /// The same stack with its audit records sent to `sink` instead of the
+    /// audit log: for benchmarks that compare the audited path with a
+    /// [`odgw_audit::NullSink`]. Never serve this.
+    #[doc(hidden)]
+    pub fn data_plane_with_audit_sink(&self, sink: Arc<dyn AuditSink>) -> DataPlane {
+        let (fail_closed, timeout) = (
+            self.config.audit.fail_closed,
+            self.config.audit.write_timeout.0,
+        );
+        self.stack(
+            AuditLayer::new(sink.clone(), fail_closed, timeout),
+            IntentLayer::new(sink, fail_closed, timeout),
+        )
+    }
+
+    fn stack(&self, audit_layer: AuditLayer, intent_layer: IntentLayer) -> DataPlane {
         let c = &self.config;
         let stack = ServiceBuilder::new()
             // Strip hop-by-hop and Connection-named headers before anything reads a header.
@@ -146,7 +165,7 @@ impl Gateway {
             // Request id, facts slot for inner layers, X-Request-Id, access log, metrics.
             .layer(RequestContextLayer::new(self.metrics.clone()))
             // Every response waits for its durable audit record (fail closed).
-            .layer(self.audit_layer.clone())
+            .layer(audit_layer)
             // Cheap refusals first: 404 outside /api/v1/, 400 bad_path, 413 body_too_large.
             .layer(GuardLayer::new(c.server.max_body.0))
             // JWT → Principal and the selected TenantId; 401/403.
@@ -160,7 +179,7 @@ impl Gateway {
             // Wait for the tenant's Open Dental budget; handle upstream 429s.
             .layer(PacingLayer::new(self.pacer.clone(), self.pacing_settings()))
             // Writes get a durable intent record before Open Dental is called.
-            .layer(self.intent_layer.clone())
+            .layer(intent_layer)
             .service(Forwarder::new(self.upstream.clone()));
         BoxCloneService::new(stack)
     }

@@ -1,8 +1,20 @@
 //! The accept loop shared by the data plane and the admin listener: HTTP/1.1
-//! and HTTP/2 on plain TCP, bounded header reading (slowloris), graceful
-//! shutdown with a grace period.
+//! and HTTP/2 on plain TCP, bounded header reading (slowloris), idle
+//! connection reaping, a connection cap, and graceful shutdown with a grace
+//! period.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use http_body_util::BodyExt;
 
 use hyper::body::Incoming;
 use hyper_util::{
@@ -16,8 +28,16 @@ use tower::{Service, ServiceExt};
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// A client must send its whole request head within this time.
+    /// A client must send its whole request head within this time; a new
+    /// connection must start its first request within it too (this also
+    /// bounds the HTTP/1-or-2 sniffing, which has no timeout of its own).
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// At most this many open connections; beyond it odgw stops accepting
+    /// until one closes (the kernel backlog queues the rest).
+    pub max_connections: usize,
     /// At most this many request headers.
     pub max_headers: usize,
     /// Read buffer cap, which bounds the request head's size.
@@ -28,6 +48,8 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             max_headers: 100,
             max_buf_size: 64 * 1024,
         }
@@ -58,34 +80,60 @@ pub async fn serve_listener<S>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_buf_size as u32);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let (stream, peer, slot) = tokio::select! {
+            accepted = accept(&listener, &slots) => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let activity = Activity::new();
+        let tracker = activity.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ClientIp(peer_ip(peer)));
-            service.clone().oneshot(req)
+            let busy = tracker.begin();
+            let response = service.clone().oneshot(req);
+            async move {
+                let Ok(response) = response.await;
+                // The connection stays busy until the body has been sent.
+                Ok::<_, Infallible>(response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _ = &busy;
+                        frame
+                    }))
+                }))
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), hyper_service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+            let _slot = slot;
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        let limit = if activity.started() { limits.idle_timeout } else { limits.header_read_timeout };
+                        if activity.idle_for() > limit {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }
@@ -98,6 +146,87 @@ pub async fn serve_listener<S>(
             ?grace,
             "shutdown grace period passed with connections still open"
         );
+    }
+}
+
+/// Waits for a connection slot, then for a connection. `None` after an
+/// accept error (logged, with a short back-off so EMFILE does not spin).
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Err(error) => {
+            tracing::warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Whether a connection is doing anything: requests in flight, and when it
+/// last started or finished one.
+#[derive(Debug, Clone)]
+struct Activity(Arc<ActivityState>);
+
+#[derive(Debug)]
+struct ActivityState {
+    started: AtomicBool,
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+/// Marks one request in flight until dropped.
+#[derive(Debug)]
+struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0 .0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self(Arc::new(ActivityState {
+            started: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        }))
+    }
+
+    fn begin(&self) -> Busy {
+        self.0.started.store(true, Ordering::Release);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    fn touch(&self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn started(&self) -> bool {
+        self.0.started.load(Ordering::Acquire)
+    }
+
+    /// How long the connection has had nothing in flight (zero while busy).
+    fn idle_for(&self) -> Duration {
+        if self.0.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 }
 
