@@ -2,7 +2,7 @@
 
 use http::{Method, Request};
 use http_body_util::Full;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -193,4 +193,162 @@ async fn tenant_check_calls_open_dental_with_the_tenants_keys() {
         .json();
     assert_eq!(body["ok"], false);
     assert_eq!(body["upstream_status"], 401);
+}
+
+/// Runs the `odgw` CLI against this gateway's admin API (tokio's process
+/// API: the gateway serves on this test's runtime).
+async fn odgw_cli(gw: &TestGateway, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odgw"))
+        .args(args)
+        .args(["--admin-url", &format!("http://{}", gw.admin)])
+        .env("ODGW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_manages_tenants_and_the_cache() {
+    let gw = TestGateway::start_with(Options {
+        tenants: false,
+        ..Options::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dev_file = tmp.path().join("dev");
+    std::fs::write(&dev_file, "ownDevKey0000042\n").unwrap();
+    gw.mock
+        .mock
+        .add_key(odgw_mock::KeyPair::new("ownDevKey0000042", KEY_A));
+
+    let out = odgw_cli(
+        &gw,
+        &[
+            "tenant",
+            "put",
+            "office",
+            "--customer-key-file",
+            "-",
+            "--developer-key-file",
+            dev_file.to_str().unwrap(),
+            "--rate",
+            "unlimited",
+            "--burst",
+            "2",
+            "--name",
+            "The Office",
+        ],
+        Some(&format!("{KEY_A}\n")),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["has_developer_key"], true);
+    assert_eq!(shown["rate"], "unlimited");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ownDevKey0000042"));
+
+    // The tenant's own developer key is what Open Dental receives.
+    let token = gw.token(json!({"tenant": "office"}));
+    assert_eq!(
+        gw.get("/api/v1/patients/11", Some(&token)).await.status,
+        200
+    );
+    let seen = gw.mock.mock.requests();
+    assert_eq!(
+        seen[0].header_values("authorization"),
+        vec![format!("ODFHIR ownDevKey0000042/{KEY_A}")]
+    );
+
+    let list = odgw_cli(&gw, &["tenant", "list"], None).await;
+    assert!(list.status.success());
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let check = odgw_cli(&gw, &["tenant", "check", "office"], None).await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("24.3.36.0"));
+
+    assert!(odgw_cli(&gw, &["tenant", "disable", "office"], None)
+        .await
+        .status
+        .success());
+    gw.get("/api/v1/patients/11", Some(&token))
+        .await
+        .assert_problem(403, "tenant_disabled");
+    assert!(odgw_cli(&gw, &["tenant", "enable", "office"], None)
+        .await
+        .status
+        .success());
+    assert_eq!(
+        gw.get("/api/v1/patients/11", Some(&token)).await.status,
+        200
+    );
+
+    // Cache purge from the CLI makes the next preferences GET a miss.
+    let pref = "/api/v1/preferences?PrefName=PracticeTitle";
+    gw.get(pref, Some(&token)).await;
+    assert_eq!(
+        gw.get(pref, Some(&token)).await.header("odgw-cache"),
+        Some("hit")
+    );
+    assert!(
+        odgw_cli(&gw, &["cache", "purge", "--tenant", "office"], None)
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(
+        gw.get(pref, Some(&token)).await.header("odgw-cache"),
+        Some("miss")
+    );
+    assert!(odgw_cli(&gw, &["cache", "purge"], None)
+        .await
+        .status
+        .success());
+
+    assert!(odgw_cli(&gw, &["tenant", "delete", "office"], None)
+        .await
+        .status
+        .success());
+    let gone = odgw_cli(&gw, &["tenant", "show", "office"], None).await;
+    assert!(!gone.status.success());
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not_found"), "{stderr}");
+
+    // Keys never come from argv: an empty stdin is an error, not an empty key.
+    let empty = odgw_cli(&gw, &["tenant", "put", "x"], Some("")).await;
+    assert!(!empty.status.success());
+    // A wrong admin token is refused with a one-line message.
+    let mut wrong = tokio::process::Command::new(env!("CARGO_BIN_EXE_odgw"));
+    let wrong = wrong
+        .args([
+            "tenant",
+            "list",
+            "--admin-url",
+            &format!("http://{}", gw.admin),
+        ])
+        .env("ODGW_ADMIN_TOKEN", "not-the-token")
+        .output()
+        .await
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
 }

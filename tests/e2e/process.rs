@@ -466,3 +466,73 @@ async fn sigterm_drains_and_exits_zero() {
     }
     assert!(logs.contains("shutdown complete"), "{logs}");
 }
+
+/// The README's first command, as a newcomer runs it (on free ports).
+#[tokio::test]
+async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = Command::new(ODGW)
+        .args(["serve", "--dev", "--mock-upstream"])
+        .current_dir(cwd.path())
+        .env("ODGW_SERVER__LISTEN", "127.0.0.1:0")
+        .env("ODGW_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("ODGW_MASTER_KEY")
+        .env_remove("ODGW_ADMIN_TOKEN")
+        .env_remove("ODGW_DEVELOPER_KEY")
+        .env_remove("ODGW_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut data, mut token) = (None, None);
+    while data.is_none() || token.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dev banner");
+        if let Some(rest) = line.trim().strip_prefix("data plane : http://") {
+            data = rest.split('/').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("export TOKEN=") {
+            token = Some(rest.to_owned());
+        }
+    }
+    let data: SocketAddr = data.unwrap().parse().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{data}/api/v1/patients/11"))
+        .header("authorization", format!("Bearer {}", token.unwrap()))
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let patient: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(patient["LName"], "Allowed");
+    let dir = cwd.path().join("odgw-dev");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for secret in ["master_key", "admin_token", "hs256.secret"] {
+        let mode = std::fs::metadata(dir.join(secret))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
+}
