@@ -40,6 +40,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The store directory is open to every user on the machine.
+    #[error("key store directory {} is accessible to all users (mode {mode:o}); run chmod 700 on it before starting odgw", path.display())]
+    WorldAccessible { path: PathBuf, mode: u32 },
+
     /// Another process (or another open in this one) holds the store.
     #[error("key store {} is in use by another process (is another odgw running?)", path.display())]
     InUse { path: PathBuf },

@@ -36,8 +36,9 @@ impl SledKeyStore {
     /// the store's canary.
     ///
     /// A new directory is created with mode 0700 and sled's files are made
-    /// 0600; an existing directory open to group or others is logged as a
-    /// warning. Fails with [`StoreError::WrongMasterKey`] when `master` is
+    /// 0600. An existing directory open to all users is refused
+    /// ([`StoreError::WorldAccessible`]); one open to its group (as
+    /// Kubernetes' `fsGroup` makes volumes) is logged as a warning. Fails with [`StoreError::WrongMasterKey`] when `master` is
     /// not the key the store was created with. Blocking: sled recovers its
     /// log here; call it before serving or from `spawn_blocking`.
     pub fn open(path: &Path, master: MasterKey) -> Result<Self, StoreError> {
@@ -152,8 +153,8 @@ impl Kv for SledKv {
     }
 }
 
-/// Creates the store directory private (0700), or warns when an existing
-/// one is open to group or others.
+/// Creates the store directory private (0700). An existing one open to all
+/// users is refused; one open to its group gets a warning.
 fn prepare_dir(path: &Path) -> Result<(), StoreError> {
     let io = |context| {
         move |source| StoreError::Io {
@@ -172,11 +173,17 @@ fn prepare_dir(path: &Path) -> Result<(), StoreError> {
             {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = _meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
+                if mode & 0o007 != 0 {
+                    return Err(StoreError::WorldAccessible {
+                        path: path.to_path_buf(),
+                        mode,
+                    });
+                }
+                if mode & 0o070 != 0 {
                     tracing::warn!(
                         path = %path.display(),
                         mode = format_args!("{mode:o}"),
-                        "key store directory is accessible to group or others; run chmod 700 on it"
+                        "key store directory is accessible to its group; run chmod 700 on it unless that is intended"
                     );
                 }
             }
@@ -244,6 +251,14 @@ mod tests {
     use odgw_core::SecretString;
     use serde_json::Value;
 
+    /// A temp dir only its owner can enter, as odgw requires of a store directory.
+    fn private_tempdir() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
     use super::*;
     use crate::engine::tenant_key;
 
@@ -263,7 +278,7 @@ mod tests {
     }
 
     async fn store_with_two() -> (tempfile::TempDir, SledKeyStore) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let store = SledKeyStore::open(dir.path(), MasterKey::generate().unwrap()).unwrap();
         store
             .put(&id("a"), input(CUSTOMER, DEVELOPER))
@@ -452,7 +467,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_canary_with_tenants_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let master = MasterKey::generate().unwrap();
         let key = master.to_base64();
         {
@@ -474,7 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_generation_counter_is_raised_on_open() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let master = MasterKey::generate().unwrap();
         let key = master.to_base64();
         let generation = {

@@ -8,6 +8,14 @@ use odgw_keystore::{
     KeyStore, MasterKey, PutOutcome, SledKeyStore, StoreError, TenantInput, TenantSummary,
 };
 
+/// A temp dir only its owner can enter, as odgw requires of a store directory.
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 const CUSTOMER_KEY: &str = "VzkmZEaUWOjnQX2z";
 const DEVELOPER_KEY: &str = "NFFv2lvv1Dtg4eyT";
 
@@ -41,7 +49,7 @@ fn reopen(path: &Path, key: &SecretString) -> SledKeyStore {
 
 #[tokio::test]
 async fn put_get_list_enable_disable_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let path = dir.path().join("keys");
     let store = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap();
     store.health().await.unwrap();
@@ -134,7 +142,7 @@ async fn put_get_list_enable_disable_delete() {
 
 #[tokio::test]
 async fn replace_keeps_created_at_and_changes_generation_and_keys() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let store = SledKeyStore::open(dir.path(), MasterKey::generate().unwrap()).unwrap();
     store.put(&id("acme"), full_input()).await.unwrap();
     let first = store.get(&id("acme")).await.unwrap().unwrap();
@@ -157,7 +165,7 @@ async fn replace_keeps_created_at_and_changes_generation_and_keys() {
 
 #[tokio::test]
 async fn generations_are_never_reused_across_delete_recreate_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let master = MasterKey::generate().unwrap();
     let key = key_text(&master);
     let mut seen = Vec::new();
@@ -183,7 +191,7 @@ async fn generations_are_never_reused_across_delete_recreate_and_reopen() {
 
 #[tokio::test]
 async fn reopen_keeps_everything_and_a_wrong_master_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let master = MasterKey::generate().unwrap();
     let key = key_text(&master);
     let (before, record) = {
@@ -213,7 +221,7 @@ async fn reopen_keeps_everything_and_a_wrong_master_key_is_refused() {
 
 #[tokio::test]
 async fn no_key_reaches_the_disk() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let store = SledKeyStore::open(dir.path(), MasterKey::generate().unwrap()).unwrap();
     store.put(&id("acme"), full_input()).await.unwrap();
     store.set_enabled(&id("acme"), false).await.unwrap();
@@ -251,7 +259,7 @@ async fn no_key_reaches_the_disk() {
 
 #[tokio::test]
 async fn keys_never_show_in_debug_or_summaries() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let store = SledKeyStore::open(dir.path(), MasterKey::generate().unwrap()).unwrap();
     let (_, summary) = store.put(&id("acme"), full_input()).await.unwrap();
     let record = store.get(&id("acme")).await.unwrap().unwrap();
@@ -302,7 +310,7 @@ async fn keys_never_show_in_debug_or_summaries() {
 
 #[tokio::test]
 async fn invalid_inputs_are_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let store = SledKeyStore::open(dir.path(), MasterKey::generate().unwrap()).unwrap();
     let cases: Vec<(TenantInput, &str)> = vec![
         (
@@ -359,7 +367,7 @@ async fn invalid_inputs_are_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn directory_is_private_and_files_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let path = dir.path().join("nested").join("keys");
     let store = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap();
     store.put(&id("acme"), input(CUSTOMER_KEY)).await.unwrap();
@@ -375,9 +383,30 @@ async fn directory_is_private_and_files_are_owner_only() {
     assert!(files > 0);
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_world_accessible_store_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = private_tempdir();
+    let path = dir.path().join("keys");
+    let store = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap();
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::WorldAccessible { mode: 0o755, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    // Group access (Kubernetes fsGroup volumes) is allowed, with a warning.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let err = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap_err();
+    assert!(matches!(err, StoreError::WrongMasterKey), "{err:?}");
+}
+
 #[tokio::test]
 async fn opening_a_file_as_the_store_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let file = dir.path().join("keys");
     std::fs::write(&file, b"not a directory").unwrap();
     let err = SledKeyStore::open(&file, MasterKey::generate().unwrap()).unwrap_err();
@@ -417,7 +446,7 @@ async fn killed_writer_loses_no_acknowledged_tenant() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let master = MasterKey::generate().unwrap();
     let key = key_text(&master);
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -490,11 +519,12 @@ async fn killed_writer_loses_no_acknowledged_tenant() {
 
 #[tokio::test]
 async fn a_store_in_use_cannot_be_opened_twice() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let master = MasterKey::generate().unwrap();
     let key = key_text(&master);
-    let _first = SledKeyStore::open(dir.path(), master).unwrap();
-    let err = SledKeyStore::open(dir.path(), MasterKey::from_base64(&key).unwrap()).unwrap_err();
+    let path = dir.path().join("keys");
+    let _first = SledKeyStore::open(&path, master).unwrap();
+    let err = SledKeyStore::open(&path, MasterKey::from_base64(&key).unwrap()).unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
     assert!(
         err.to_string().contains("in use by another process"),
