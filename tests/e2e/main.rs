@@ -10,5 +10,6 @@ mod audit;
 mod auth;
 mod deploy;
 mod forwarding;
+mod ops;
 mod process;
 mod traffic;

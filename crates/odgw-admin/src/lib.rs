@@ -4,7 +4,8 @@
 //! route requires `Authorization: Bearer <admin token>` (compared in constant
 //! time); `/healthz`, `/readyz` and `/metrics` are open. Every change made
 //! here (tenant put/enable/disable/delete, cache purge) leaves an `admin`
-//! audit record that is durable before the response is sent.
+//! audit record that is durable before the response is sent, and so does
+//! `POST /admin/v1/reload` ([`ConfigReload`]), refused or not.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
@@ -74,17 +75,45 @@ type Readyz = Arc<
 >;
 type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The response cache in use right now: a reload may replace it (new
+/// `[cache]` settings), and purges must reach the one being served.
+pub type CurrentCache = Arc<dyn Fn() -> ResponseCache + Send + Sync>;
+
+/// What `POST /admin/v1/reload` answers when the new configuration is applied.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Always true in an answer; a refused reload is a problem response.
+    pub reloaded: bool,
+    /// Keys whose new values are now in effect (`section.key`).
+    pub changed: Vec<String>,
+    /// Keys that differ from the running process but only take effect after
+    /// a restart; their old values stay in effect.
+    pub restart_required: Vec<String>,
+}
+
+/// Re-reads and applies the gateway's configuration; implemented by the
+/// gateway. An `Err` is the reason the new configuration was refused (the
+/// old one keeps serving); it never contains a secret.
+pub trait ConfigReload: Send + Sync + std::fmt::Debug {
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ReloadReport, String>> + Send + '_>,
+    >;
+}
+
 /// What the admin API needs from the gateway.
 #[derive(Clone)]
 pub struct AdminParts {
     pub store: Arc<dyn KeyStore>,
-    pub cache: ResponseCache,
+    pub cache: CurrentCache,
     pub audit: Arc<dyn AuditSink>,
     pub audit_dir: PathBuf,
     pub token: SecretString,
     pub probe: Arc<dyn TenantProbe>,
     pub readiness: Readyz,
     pub metrics: MetricsText,
+    pub reload: Arc<dyn ConfigReload>,
 }
 
 impl std::fmt::Debug for AdminParts {
@@ -119,6 +148,7 @@ pub fn router(parts: AdminParts) -> Router {
         .route("/admin/v1/cache", delete(purge_cache))
         .route("/admin/v1/audit", get(audit_routes::query))
         .route("/admin/v1/audit/verify", get(audit_routes::verify))
+        .route("/admin/v1/reload", post(reload_config))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -324,7 +354,7 @@ async fn put_tenant_inner(state: &AppState, ctx: &Ctx, id: &str, body: &[u8]) ->
     match state.parts.store.put(&id, input).await {
         Ok((outcome, summary)) => {
             // New keys or settings: nothing cached under the old ones may be served.
-            state.parts.cache.purge_tenant(&id);
+            (state.parts.cache)().purge_tenant(&id);
             let status = match outcome {
                 PutOutcome::Created => StatusCode::CREATED,
                 PutOutcome::Replaced => StatusCode::OK,
@@ -378,7 +408,7 @@ async fn toggle(
         Ok(tid) => match state.parts.store.set_enabled(&tid, enabled).await {
             Ok(Some(summary)) => {
                 if !enabled {
-                    state.parts.cache.purge_tenant(&tid);
+                    (state.parts.cache)().purge_tenant(&tid);
                 }
                 json(StatusCode::OK, &summary)
             }
@@ -405,7 +435,7 @@ async fn delete_tenant(
         Err(e) => e.into_response(&ctx.request_id),
         Ok(tid) => match state.parts.store.delete(&tid).await {
             Ok(true) => {
-                state.parts.cache.purge_tenant(&tid);
+                (state.parts.cache)().purge_tenant(&tid);
                 StatusCode::NO_CONTENT.into_response()
             }
             Ok(false) => ctx.error(ErrorCode::NotFound, "no such tenant"),
@@ -458,13 +488,13 @@ async fn purge_cache(
         ),
         Ok(Query(PurgeQuery { tenant: Some(t) })) => match parse_id(&t) {
             Ok(tid) => {
-                state.parts.cache.purge_tenant(&tid);
+                (state.parts.cache)().purge_tenant(&tid);
                 (StatusCode::NO_CONTENT.into_response(), Some(t))
             }
             Err(e) => (e.into_response(&ctx.request_id), None),
         },
         Ok(Query(PurgeQuery { tenant: None })) => {
-            state.parts.cache.purge_all();
+            (state.parts.cache)().purge_all();
             (StatusCode::NO_CONTENT.into_response(), None)
         }
     };
@@ -475,6 +505,17 @@ async fn purge_cache(
         response,
     )
     .await
+}
+
+/// `POST /admin/v1/reload`: re-read the configuration file and apply what
+/// can change at run time; 400 `bad_request` with the reason when refused.
+async fn reload_config(State(state): State<AppState>, ctx: Ctx) -> Response {
+    let response = match state.parts.reload.reload().await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(reason) => ctx.error(ErrorCode::BadRequest, reason),
+    };
+    ctx.audited(&state.parts.audit, "config.reload", None, response)
+        .await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

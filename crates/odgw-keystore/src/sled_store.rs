@@ -43,19 +43,7 @@ impl SledKeyStore {
     /// log here; call it before serving or from `spawn_blocking`.
     pub fn open(path: &Path, master: MasterKey) -> Result<Self, StoreError> {
         prepare_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|err| match err {
-                // sled takes an exclusive file lock on open and reports a
-                // conflict only as text (sled 0.34: "could not acquire lock").
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::InUse {
-                        path: path.to_path_buf(),
-                    }
-                }
-                other => StoreError::backend("opening the database")(other),
-            })?;
+        let db = open_db(path)?;
         let kv = SledKv {
             db,
             dir: path.to_path_buf(),
@@ -151,6 +139,32 @@ impl Kv for SledKv {
             .map(|_| ())
             .map_err(StoreError::backend("flushing to disk"))
     }
+}
+
+/// Opens sled at `path`. sled takes an exclusive file lock; a store closed a
+/// moment ago (this process's previous handle, whose background flusher is
+/// still winding down, or a previous odgw still exiting) releases it shortly,
+/// so a held lock is retried for about a second before it is reported.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    const ATTEMPTS: u32 = 20;
+    for attempt in 1..=ATTEMPTS {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            // sled 0.34 reports a lock conflict only as text.
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if attempt == ATTEMPTS {
+                    return Err(StoreError::InUse {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(other) => return Err(StoreError::backend("opening the database")(other)),
+        }
+    }
+    Err(StoreError::InUse {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Creates the store directory private (0700). An existing one open to all

@@ -19,8 +19,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "ODGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
-    /// Admin API base URL for `tenant`, `cache` and `audit query`
-    /// (default: http:// + server.admin_listen from the config).
+    /// Admin API base URL for `tenant`, `cache`, `audit query` and `reload`
+    /// (default: http:// or, with admin TLS, https:// + server.admin_listen).
     #[arg(long, global = true, value_name = "URL")]
     pub admin_url: Option<String>,
 
@@ -54,6 +54,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Run a fake Open Dental API (see SPEC §9).
     MockUpstream(MockArgs),
+    /// Ask the running gateway to reload its configuration (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use tokio::{io::AsyncWriteExt, net::TcpListener};
 use crate::{
     admin_client::AdminClient,
     cli::{AuditCommand, AuditFormat, CacheCommand, Cli, Command, TenantCommand, TokenCommand},
-    config::{self, Config, ProcessEnv},
+    config::{self, Config, ConfigSource, ProcessEnv},
     dev::{self, DevDir},
     gateway::Gateway,
     token,
@@ -24,8 +24,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) if args.dev => serve_dev(args.mock_upstream).await,
         Command::Serve(_) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+            // Before the ports open: from then on SIGHUP means reload, never
+            // the default "terminate".
+            let hangups = hangup_signals()?;
             let (gateway, data, admin) = build_and_bind(config).await?;
-            gateway.serve(data, admin, shutdown_signal()).await
+            gateway.set_config_source(ConfigSource::new(
+                cli.config.clone(),
+                std::sync::Arc::new(ProcessEnv),
+            ));
+            let reloads = tokio::spawn(reload_on_hangup(hangups, gateway.reloader()));
+            let result = gateway.serve(data, admin, shutdown_signal()).await;
+            reloads.abort();
+            result
+        }
+        Command::Reload => {
+            let client = admin_client(&cli)?;
+            let (_, answer) = client
+                .send_read(Method::POST, "/admin/v1/reload", None)
+                .await?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&answer).context("admin API answer is not JSON")?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
         }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Tenant(cmd) => tenant(&cli, cmd).await,
@@ -109,6 +129,40 @@ async fn build_and_bind(config: Config) -> anyhow::Result<(Gateway, TcpListener,
     Ok((gateway, data, admin))
 }
 
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// Registers for SIGHUP.
+fn hangup_signals() -> anyhow::Result<Hangups> {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")
+    }
+    #[cfg(not(unix))]
+    Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP. The outcome is logged by the
+/// reloader (info, or a warning with the reason when refused).
+async fn reload_on_hangup(hangups: Hangups, reloader: crate::gateway::Reloader) {
+    #[cfg(unix)]
+    {
+        let mut hangups = hangups;
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reloader.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangups, reloader);
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -164,7 +218,7 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
         )
         .await
         .context("cannot store the demo tenant")?;
-    gateway.cache.purge_tenant(&demo);
+    gateway.runtime().cache.purge_tenant(&demo);
     let secret = config::read_secret_file(&dir.hs256_secret())?;
     let jwt = token::mint(
         &secret,
@@ -245,10 +299,15 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
 /// `--admin-url` or `server.admin_listen`; token from env or `admin.token_file`.
 fn admin_client(cli: &Cli) -> anyhow::Result<AdminClient> {
     let config = Config::parse(cli.config.as_deref(), &ProcessEnv)?;
+    let scheme = if config.server.admin_tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = cli
         .admin_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
+        .unwrap_or_else(|| format!("{scheme}://{}", config.server.admin_listen));
     let token = config::read_secret(
         config.admin.token_file.as_deref(),
         config::ENV_ADMIN_TOKEN,

@@ -34,6 +34,38 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub max_body: ByteSize,
     pub shutdown_grace: HumanDuration,
+    /// PEM certificate chain for TLS on the data plane (with `tls_key_file`;
+    /// both or neither). Re-read on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the admin listener (with
+    /// `admin_tls_key_file`; both or neither). Re-read on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `admin_tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_key_file: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The data plane's TLS files, when TLS is configured for it.
+    pub fn data_tls(&self) -> Option<(&Path, &Path)> {
+        Some((
+            self.tls_cert_file.as_deref()?,
+            self.tls_key_file.as_deref()?,
+        ))
+    }
+
+    /// The admin listener's TLS files, when TLS is configured for it.
+    pub fn admin_tls(&self) -> Option<(&Path, &Path)> {
+        Some((
+            self.admin_tls_cert_file.as_deref()?,
+            self.admin_tls_key_file.as_deref()?,
+        ))
+    }
 }
 
 impl Default for ServerConfig {
@@ -43,6 +75,10 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             max_body: ByteSize(17_000_000),
             shutdown_grace: secs(30),
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
         }
     }
 }
@@ -240,6 +276,70 @@ impl Env for BTreeMap<String, String> {
     }
 }
 
+/// Where the configuration was read from: the file (if any) and the
+/// environment of its overrides. Kept by the gateway so that a reload reads
+/// the configuration exactly the way startup did.
+#[derive(Clone)]
+pub struct ConfigSource {
+    path: Option<PathBuf>,
+    env: std::sync::Arc<dyn Env + Send + Sync>,
+}
+
+impl fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The env may hold secrets: show only where the file is.
+        f.debug_struct("ConfigSource")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigSource {
+    pub fn new(path: Option<PathBuf>, env: std::sync::Arc<dyn Env + Send + Sync>) -> Self {
+        Self { path, env }
+    }
+
+    /// The config file, or `None` for defaults plus env overrides.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The environment that overrides and secrets are read from.
+    pub fn env(&self) -> &(dyn Env + Send + Sync) {
+        &*self.env
+    }
+
+    /// [`Config::load`] from this source.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        Config::load(self.path.as_deref(), &*self.env)
+    }
+}
+
+/// The `section.key` names whose values differ between `a` and `b`, sorted.
+/// `auth.issuers` counts as one key.
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    let (Ok(Value::Table(a)), Ok(Value::Table(b))) = (Value::try_from(a), Value::try_from(b))
+    else {
+        // Both serialize in practice (check-config prints them); if one
+        // ever did not, claim every section changed rather than none.
+        return vec!["*".to_owned()];
+    };
+    let empty = Table::new();
+    let mut out = Vec::new();
+    let sections: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for section in sections {
+        let sa = a.get(section).and_then(Value::as_table).unwrap_or(&empty);
+        let sb = b.get(section).and_then(Value::as_table).unwrap_or(&empty);
+        let keys: std::collections::BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
+        for key in keys {
+            if sa.get(key) != sb.get(key) {
+                out.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    out
+}
+
 /// Env variables holding secrets directly (SPEC §2).
 pub const ENV_DEVELOPER_KEY: &str = "ODGW_DEVELOPER_KEY";
 pub const ENV_ADMIN_TOKEN: &str = "ODGW_ADMIN_TOKEN";
@@ -298,6 +398,22 @@ impl Config {
             p.push("server.admin_listen: must differ from server.listen".into());
         }
         check_base_url("upstream.base_url", &self.upstream.base_url, &mut p);
+        check_tls(
+            ("server.tls_cert_file", self.server.tls_cert_file.as_deref()),
+            ("server.tls_key_file", self.server.tls_key_file.as_deref()),
+            &mut p,
+        );
+        check_tls(
+            (
+                "server.admin_tls_cert_file",
+                self.server.admin_tls_cert_file.as_deref(),
+            ),
+            (
+                "server.admin_tls_key_file",
+                self.server.admin_tls_key_file.as_deref(),
+            ),
+            &mut p,
+        );
         check_secret_source(
             "upstream.developer_key_file",
             self.upstream.developer_key_file.as_deref(),
@@ -371,7 +487,16 @@ impl Config {
 /// The known keys of each section, for "unknown key" errors and env overrides.
 fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
-        "server" => &["listen", "admin_listen", "max_body", "shutdown_grace"],
+        "server" => &[
+            "listen",
+            "admin_listen",
+            "max_body",
+            "shutdown_grace",
+            "tls_cert_file",
+            "tls_key_file",
+            "admin_tls_cert_file",
+            "admin_tls_key_file",
+        ],
         "upstream" => &[
             "base_url",
             "developer_key_file",
@@ -609,6 +734,20 @@ fn check_base_url(path: &str, url: &str, p: &mut Vec<String>) {
     }
 }
 
+/// Both files or neither; when both, they must parse and belong together.
+fn check_tls(cert: (&str, Option<&Path>), key: (&str, Option<&Path>), p: &mut Vec<String>) {
+    match (cert.1, key.1) {
+        (None, None) => {}
+        (Some(_), None) => p.push(format!("{}: set together with {}", key.0, cert.0)),
+        (None, Some(_)) => p.push(format!("{}: set together with {}", cert.0, key.0)),
+        (Some(cert_file), Some(key_file)) => {
+            if let Err(e) = crate::tls::load_certified_key(cert_file, key_file) {
+                p.push(format!("{}: {e}", cert.0));
+            }
+        }
+    }
+}
+
 fn check_readable(path: &str, file: &Path, p: &mut Vec<String>) {
     if let Err(e) = std::fs::metadata(file).and_then(|m| {
         if m.is_file() {
@@ -817,6 +956,77 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in {all}");
         }
+    }
+
+    fn cert_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_a, key_a) = cert_pair(dir.path(), "a");
+        let (_, key_b) = cert_pair(dir.path(), "b");
+        let with = |server: String| {
+            Config::from_toml_str(&format!("{MINIMAL}\n[server]\n{server}"), &secrets_env())
+        };
+        let all = with(format!(
+            "tls_cert_file = {:?}\n",
+            cert_a.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            all.contains("server.tls_key_file: set together with server.tls_cert_file"),
+            "{all}"
+        );
+        let all = with(format!(
+            "admin_tls_cert_file = {:?}\nadmin_tls_key_file = {:?}\n",
+            cert_a.display().to_string(),
+            key_b.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(all.contains("server.admin_tls_cert_file:"), "{all}");
+        assert!(all.contains("does not match"), "{all}");
+        let c = with(format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert_a.display().to_string(),
+            key_a.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server.data_tls(),
+            Some((cert_a.as_path(), key_a.as_path()))
+        );
+        assert_eq!(c.server.admin_tls(), None);
+    }
+
+    #[test]
+    fn changed_keys_names_each_differing_key() {
+        let a = Config::from_toml_str(MINIMAL, &secrets_env()).unwrap();
+        assert!(changed_keys(&a, &a.clone()).is_empty());
+        let mut b = a.clone();
+        b.limits.subject_burst = 3;
+        b.server.tls_cert_file = Some("/etc/odgw/tls.crt".into());
+        b.auth.issuers[0].audiences = vec!["other".into()];
+        b.store.path = "elsewhere".into();
+        assert_eq!(
+            changed_keys(&a, &b),
+            [
+                "auth.issuers",
+                "limits.subject_burst",
+                "server.tls_cert_file",
+                "store.path"
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod tenant;
+pub mod tls;
 pub mod token;
 
 pub use gateway::Gateway;

@@ -1,5 +1,6 @@
 //! The accept loop shared by the data plane and the admin listener: HTTP/1.1
-//! and HTTP/2 on plain TCP, bounded header reading (slowloris), idle
+//! and HTTP/2 on plain TCP or TLS (ALPN `h2`, `http/1.1`; h2 with prior
+//! knowledge on plain TCP), bounded TLS handshakes and header reading (slowloris), idle
 //! connection reaping, a connection cap, and graceful shutdown with a grace
 //! period.
 
@@ -19,10 +20,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use odgw_core::{Body, ClientIp, Request, Response};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 /// Limits applied to every connection.
@@ -68,6 +73,26 @@ pub async fn serve_listener<S>(
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    serve_listener_tls(listener, None, service, limits, shutdown, grace).await;
+}
+
+/// Like [`serve_listener`], over TLS when `tls` is given.
+///
+/// The TLS handshake is bounded by `limits.header_read_timeout` and counts
+/// against it: a client that opens a connection and never sends its
+/// ClientHello (or dribbles it) is cut off exactly like one that never
+/// finishes its request head.
+pub async fn serve_listener_tls<S>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: S,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -79,6 +104,7 @@ pub async fn serve_listener<S>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_buf_size as u32);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -91,8 +117,75 @@ pub async fn serve_listener<S>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let activity = Activity::new();
+        // Watched from accept on, so shutdown also waits for (bounded) handshakes.
+        let watcher = graceful.watcher();
+        let connection = Connection {
+            builder: builder.clone(),
+            service: service.clone(),
+            peer,
+            limits,
+            activity: Activity::new(),
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => connection.serve(TokioIo::new(stream), watcher).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => connection.serve(TokioIo::new(stream), watcher).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "tls handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace period passed with connections still open"
+        );
+    }
+}
+
+/// One accepted connection, before its transport is known.
+struct Connection<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+    /// Started at accept, so the TLS handshake counts against the header timeout.
+    activity: Activity,
+}
+
+impl<S> Connection<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves HTTP/1.1 or HTTP/2 on `io` until the client leaves, the
+    /// connection idles out, or a graceful shutdown completes it.
+    async fn serve<I>(self, io: TokioIo<I>, watcher: Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            builder,
+            service,
+            peer,
+            limits,
+            activity,
+        } = self;
         let tracker = activity.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::new);
@@ -110,42 +203,27 @@ pub async fn serve_listener<S>(
                 }))
             }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), hyper_service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _slot = slot;
-            tokio::pin!(conn);
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    result = &mut conn => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, %peer, "connection ended with an error");
-                        }
-                        break;
+        let conn = builder.serve_connection(io, hyper_service).into_owned();
+        let conn = watcher.watch(conn);
+        tokio::pin!(conn);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
                     }
-                    _ = tick.tick() => {
-                        let limit = if activity.started() { limits.idle_timeout } else { limits.header_read_timeout };
-                        if activity.idle_for() > limit {
-                            tracing::debug!(%peer, "closing an idle connection");
-                            break;
-                        }
+                    break;
+                }
+                _ = tick.tick() => {
+                    let limit = if activity.started() { limits.idle_timeout } else { limits.header_read_timeout };
+                    if activity.idle_for() > limit {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        break;
                     }
                 }
             }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "shutdown grace period passed with connections still open"
-        );
+        }
     }
 }
 
