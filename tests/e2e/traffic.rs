@@ -154,6 +154,23 @@ async fn the_subject_limit_answers_at_once_with_a_problem() {
         3,
         "the refused request never reached Open Dental"
     );
+    // The rejection is counted by reason; Open Dental's answers by status.
+    let metrics = gw
+        .send(
+            Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"odgw_errors_total{code="rate_limited"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"odgw_upstream_responses_total{status="200"} 3"#),
+        "{text}"
+    );
     // Another subject, and the same subject at another practice, have their own allowance.
     let bob = gw.token(json!({"sub": "bob"}));
     assert_eq!(gw.get("/api/v1/patients/11", Some(&bob)).await.status, 200);

@@ -13,7 +13,7 @@ use http::HeaderValue;
 use odgw_core::{headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response};
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Finished, Metrics};
 
 /// Inserts the per-request extensions every later layer relies on.
 #[derive(Debug, Clone)]
@@ -85,7 +85,15 @@ where
                 None if facts.cache_hit => "cache_hit",
                 None => "forwarded",
             };
-            metrics.observe_request(&method, status, outcome, elapsed, facts.upstream_ms);
+            metrics.observe_request(&Finished {
+                method: &method,
+                status,
+                outcome,
+                error_code: code,
+                elapsed,
+                upstream_status: facts.upstream_status,
+                upstream_ms: facts.upstream_ms,
+            });
             tracing::info!(
                 target: "odgw::access",
                 request_id = %request_id,

@@ -9,6 +9,7 @@ use std::{
 };
 
 use http::Method;
+use odgw_core::ErrorCode;
 
 /// Latency buckets in seconds, from cache hits to Open Dental's 60 s limit.
 const BUCKETS: &[f64] = &[
@@ -53,6 +54,22 @@ struct Registry {
     requests: BTreeMap<(String, &'static str, &'static str), u64>,
     request_seconds: Histogram,
     upstream_seconds: Histogram,
+    /// odgw-made errors by `code` (rate_limited, upstream_throttled, …).
+    errors: BTreeMap<&'static str, u64>,
+    /// Open Dental's answers by status.
+    upstream_responses: BTreeMap<u16, u64>,
+}
+
+/// One finished data-plane request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    pub method: &'a Method,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub error_code: Option<ErrorCode>,
+    pub elapsed: Duration,
+    pub upstream_status: Option<u16>,
+    pub upstream_ms: Option<u64>,
 }
 
 /// A gauge or counter read from a component at scrape time.
@@ -83,14 +100,16 @@ fn status_class(status: u16) -> &'static str {
 
 impl Metrics {
     /// Counts one finished data-plane request.
-    pub fn observe_request(
-        &self,
-        method: &Method,
-        status: u16,
-        outcome: &'static str,
-        elapsed: Duration,
-        upstream_ms: Option<u64>,
-    ) {
+    pub fn observe_request(&self, done: &Finished<'_>) {
+        let Finished {
+            method,
+            status,
+            outcome,
+            error_code,
+            elapsed,
+            upstream_status,
+            upstream_ms,
+        } = *done;
         // Unknown methods fold into one label value to keep the set bounded.
         let method = match *method {
             Method::GET
@@ -109,6 +128,13 @@ impl Metrics {
         r.request_seconds.observe(elapsed.as_secs_f64());
         if let Some(ms) = upstream_ms {
             r.upstream_seconds.observe(ms as f64 / 1000.0);
+        }
+        if let Some(code) = error_code {
+            *r.errors.entry(code.as_str()).or_default() += 1;
+        }
+        // Statuses are three digits, so this label set stays bounded.
+        if let Some(status) = upstream_status.filter(|s| (100..=599).contains(s)) {
+            *r.upstream_responses.entry(status).or_default() += 1;
         }
     }
 
@@ -154,6 +180,25 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE odgw_upstream_duration_seconds histogram");
             r.upstream_seconds
                 .render("odgw_upstream_duration_seconds", &mut out);
+            let _ = writeln!(
+                out,
+                "# HELP odgw_errors_total Errors made by odgw, by code (rate_limited and upstream_throttled are the rate-limit rejections)."
+            );
+            let _ = writeln!(out, "# TYPE odgw_errors_total counter");
+            for (code, n) in &r.errors {
+                let _ = writeln!(out, "odgw_errors_total{{code=\"{code}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP odgw_upstream_responses_total Open Dental answers by status."
+            );
+            let _ = writeln!(out, "# TYPE odgw_upstream_responses_total counter");
+            for (status, n) in &r.upstream_responses {
+                let _ = writeln!(
+                    out,
+                    "odgw_upstream_responses_total{{status=\"{status}\"}} {n}"
+                );
+            }
         }
         let collectors = self
             .collectors
@@ -187,20 +232,33 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_collectors() {
         let m = Metrics::default();
-        m.observe_request(
-            &Method::GET,
-            200,
-            "forwarded",
-            Duration::from_millis(3),
-            Some(2),
-        );
-        m.observe_request(
-            &Method::from_bytes(b"BREW").unwrap(),
-            401,
-            "denied",
-            Duration::from_millis(1),
-            None,
-        );
+        m.observe_request(&Finished {
+            method: &Method::GET,
+            status: 200,
+            outcome: "forwarded",
+            error_code: None,
+            elapsed: Duration::from_millis(3),
+            upstream_status: Some(200),
+            upstream_ms: Some(2),
+        });
+        m.observe_request(&Finished {
+            method: &Method::from_bytes(b"BREW").unwrap(),
+            status: 401,
+            outcome: "denied",
+            error_code: Some(ErrorCode::InvalidToken),
+            elapsed: Duration::from_millis(1),
+            upstream_status: None,
+            upstream_ms: None,
+        });
+        m.observe_request(&Finished {
+            method: &Method::GET,
+            status: 429,
+            outcome: "upstream_error",
+            error_code: Some(ErrorCode::UpstreamThrottled),
+            elapsed: Duration::from_millis(1),
+            upstream_status: Some(429),
+            upstream_ms: Some(1),
+        });
         m.register(Arc::new(|out: &mut String| {
             write_metric(out, "odgw_cache_entries", "gauge", "Cached responses.", 7)
         }));
@@ -216,13 +274,29 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"odgw_request_duration_seconds_bucket{le="0.005"} 2"#),
+            text.contains(r#"odgw_request_duration_seconds_bucket{le="0.005"} 3"#),
             "{text}"
         );
         assert!(
-            text.contains("odgw_upstream_duration_seconds_count 1"),
+            text.contains("odgw_upstream_duration_seconds_count 2"),
             "{text}"
         );
         assert!(text.contains("odgw_cache_entries 7"), "{text}");
+        assert!(
+            text.contains(r#"odgw_errors_total{code="invalid_token"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"odgw_errors_total{code="upstream_throttled"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"odgw_upstream_responses_total{status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"odgw_upstream_responses_total{status="429"} 1"#),
+            "{text}"
+        );
     }
 }
