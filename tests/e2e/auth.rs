@@ -375,4 +375,15 @@ async fn jwks_rotation_is_picked_up_without_restart() {
     // The endpoint starts failing: the last good keys keep working.
     *jwks.doc.lock().unwrap() = "not json".into();
     assert_eq!(gw.get("/api/v1/patients/11", Some(&k2)).await.status, 200);
+    // Startup fetch plus the one refetch for k2, both good.
+    let metrics = gw
+        .send(
+            Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("odgw_jwks_fetches_total 2"), "{text}");
+    assert!(text.contains("odgw_jwks_fetch_failures_total 0"), "{text}");
 }

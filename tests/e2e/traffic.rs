@@ -60,6 +60,25 @@ async fn a_burst_is_spaced_to_the_budget_and_open_dental_never_throttles() {
         assert!(gap >= Duration::from_millis(900), "calls {gap:?} apart");
     }
     assert!(started.elapsed() >= Duration::from_secs(9));
+    // The waits show in the pacing histogram: ten waited, the last ~9 s.
+    let metrics = gw
+        .send(
+            Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("odgw_pacing_wait_seconds_count 10"), "{text}");
+    assert!(
+        text.contains(r#"odgw_pacing_wait_seconds_bucket{le="0.25"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"odgw_pacing_wait_seconds_bucket{le="10"} 10"#),
+        "{text}"
+    );
+    assert!(text.contains("odgw_pacing_waiting 0"), "{text}");
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ struct Issuer {
 enum IssuerKeys {
     /// An HMAC secret or a PEM public key; its family matches every allowed algorithm.
     Static(DecodingKey),
-    Jwks(JwksCache),
+    Jwks(Box<JwksCache>),
 }
 
 impl fmt::Debug for Authenticator {
@@ -213,7 +213,11 @@ fn build_issuer(
             if http.is_none() {
                 *http = Some(build_http_client()?);
             }
-            IssuerKeys::Jwks(JwksCache::new(issuer.clone(), uri, algorithms.clone()))
+            IssuerKeys::Jwks(Box::new(JwksCache::new(
+                issuer.clone(),
+                uri,
+                algorithms.clone(),
+            )))
         }
     };
     Ok(Issuer {
@@ -277,6 +281,19 @@ impl Authenticator {
             IssuerKeys::Static(_) => true,
             IssuerKeys::Jwks(cache) => cache.has_keys(),
         })
+    }
+
+    /// JWKS fetches made so far and how many of them failed (kept the last
+    /// good keys), summed over issuers: for metrics.
+    pub fn jwks_fetch_counts(&self) -> (u64, u64) {
+        self.inner
+            .issuers
+            .iter()
+            .filter_map(|i| match &i.keys {
+                IssuerKeys::Jwks(cache) => Some(cache.fetch_counts()),
+                IssuerKeys::Static(_) => None,
+            })
+            .fold((0, 0), |(a, f), (ca, cf)| (a + ca, f + cf))
     }
 
     /// Starts the periodic JWKS refresh. The task holds only a weak

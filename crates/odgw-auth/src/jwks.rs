@@ -208,6 +208,8 @@ pub(crate) struct JwksCache {
     /// Fetch attempts made so far; lets a waiter see that the fetch it queued
     /// behind already happened.
     attempts: AtomicU64,
+    /// Fetch attempts that failed (the last good keys were kept).
+    failures: AtomicU64,
     /// Single flight: held for the whole fetch; holds the start of the last attempt.
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     /// Start of the last refetch caused by an unknown `kid`. Rate-limited on
@@ -225,6 +227,7 @@ impl JwksCache {
             keys: RwLock::new(Arc::new(Vec::new())),
             loaded: AtomicBool::new(false),
             attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             last_attempt: tokio::sync::Mutex::new(None),
             last_kid_refetch: std::sync::Mutex::new(None),
         }
@@ -251,6 +254,14 @@ impl JwksCache {
             .iter()
             .find(|k| k.kid == kid && k.accepts(alg))
             .map(|k| k.key.clone())
+    }
+
+    /// Fetches attempted and fetches that failed.
+    pub(crate) fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.attempts.load(Ordering::Acquire),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether some key has this `kid` (whatever its algorithm).
@@ -311,6 +322,7 @@ impl JwksCache {
                 self.loaded.store(true, Ordering::Release);
             }
             Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(issuer = %self.issuer, jwks_url = %self.uri, %error, "jwks fetch failed; keeping the last good keys");
             }
         }

@@ -90,6 +90,8 @@ pub struct Facts {
     pub upstream_ms: Option<u64>,
     /// The response came from the cache.
     pub cache_hit: bool,
+    /// Milliseconds spent waiting for the tenant's upstream budget.
+    pub pacing_wait_ms: Option<u64>,
     /// The route template for metrics (e.g. `/api/v1/patients/{id}`).
     pub route: Option<String>,
 }

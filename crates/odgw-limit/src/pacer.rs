@@ -52,6 +52,10 @@ pub trait Pacer: Send + Sync + fmt::Debug {
 
     /// How many requests of this tenant are waiting for a slot right now.
     fn queue_depth(&self, tenant: &TenantId) -> usize;
+
+    /// How many requests of all tenants are waiting right now (a gauge that
+    /// needs no tenant label).
+    fn waiting(&self) -> usize;
 }
 
 /// Leave to send one request upstream.
@@ -310,6 +314,10 @@ impl Pacer for LocalPacer {
             .by_id
             .get(tenant)
             .map_or(0, |st| st.waiting)
+    }
+
+    fn waiting(&self) -> usize {
+        lock(&self.state).by_id.values().map(|st| st.waiting).sum()
     }
 }
 

@@ -11,7 +11,8 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 use odgw_core::{
-    Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestId, Response, Tenant,
+    Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestFacts, RequestId, Response,
+    Tenant,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -115,10 +116,17 @@ where
     let limit = u64::from(burst.max(1));
     let deadline = arrival + settings.queue_timeout;
 
-    if let Err(rejection) = pacer
+    let permit = pacer
         .acquire(&tenant_id, rate, burst, settings.queue_timeout)
-        .await
-    {
+        .await;
+    if let Some(facts) = request.extensions().get::<RequestFacts>() {
+        let waited = match &permit {
+            Ok(permit) => permit.waited,
+            Err(_) => Duration::ZERO,
+        };
+        facts.update(|f| f.pacing_wait_ms = Some(waited.as_millis() as u64));
+    }
+    if let Err(rejection) = permit {
         tracing::info!(
             tenant = %tenant_id,
             request_id = %request_id,

@@ -85,14 +85,17 @@ where
                 None if facts.cache_hit => "cache_hit",
                 None => "forwarded",
             };
+            let route = crate::routes::route_template(&path);
             metrics.observe_request(&Finished {
                 method: &method,
+                route: &route,
                 status,
                 outcome,
                 error_code: code,
                 elapsed,
                 upstream_status: facts.upstream_status,
                 upstream_ms: facts.upstream_ms,
+                pacing_wait_ms: facts.pacing_wait_ms,
             });
             tracing::info!(
                 target: "odgw::access",

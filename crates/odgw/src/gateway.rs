@@ -826,6 +826,30 @@ fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<File
             "Weighted size of the cache in bytes.",
             cache.weighted_size(),
         );
+        let current = runtime.load();
+        write_metric(
+            out,
+            "odgw_pacing_waiting",
+            "gauge",
+            "Requests waiting for their practice's Open Dental budget, all practices.",
+            current.pacer.waiting(),
+        );
+        // A reload builds a new authenticator: these restart from zero too.
+        let (fetches, failures) = current.authenticator.jwks_fetch_counts();
+        write_metric(
+            out,
+            "odgw_jwks_fetches_total",
+            "counter",
+            "JWKS fetches (startup, background refresh, unknown kid).",
+            fetches,
+        );
+        write_metric(
+            out,
+            "odgw_jwks_fetch_failures_total",
+            "counter",
+            "JWKS fetches that failed; the last good keys were kept.",
+            failures,
+        );
     }));
     let audit = audit.clone();
     let (audit_layer, intent_layer) = (

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod routes;
 pub mod tenant;
 pub mod tls;
 pub mod token;

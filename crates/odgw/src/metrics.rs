@@ -50,10 +50,11 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// (method, status class, outcome) → count
-    requests: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// (method, route template, status class, outcome) → count
+    requests: BTreeMap<(String, String, &'static str, &'static str), u64>,
     request_seconds: Histogram,
     upstream_seconds: Histogram,
+    pacing_wait_seconds: Histogram,
     /// odgw-made errors by `code` (rate_limited, upstream_throttled, …).
     errors: BTreeMap<&'static str, u64>,
     /// Open Dental's answers by status.
@@ -64,12 +65,16 @@ struct Registry {
 #[derive(Debug, Clone, Copy)]
 pub struct Finished<'a> {
     pub method: &'a Method,
+    /// From [`crate::routes::route_template`]: bounded.
+    pub route: &'a str,
     pub status: u16,
     pub outcome: &'static str,
     pub error_code: Option<ErrorCode>,
     pub elapsed: Duration,
     pub upstream_status: Option<u16>,
     pub upstream_ms: Option<u64>,
+    /// Time spent waiting for the practice's upstream budget.
+    pub pacing_wait_ms: Option<u64>,
 }
 
 /// A gauge or counter read from a component at scrape time.
@@ -103,12 +108,14 @@ impl Metrics {
     pub fn observe_request(&self, done: &Finished<'_>) {
         let Finished {
             method,
+            route,
             status,
             outcome,
             error_code,
             elapsed,
             upstream_status,
             upstream_ms,
+            pacing_wait_ms,
         } = *done;
         // Unknown methods fold into one label value to keep the set bounded.
         let method = match *method {
@@ -123,11 +130,14 @@ impl Metrics {
         };
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         *r.requests
-            .entry((method, status_class(status), outcome))
+            .entry((method, route.to_owned(), status_class(status), outcome))
             .or_default() += 1;
         r.request_seconds.observe(elapsed.as_secs_f64());
         if let Some(ms) = upstream_ms {
             r.upstream_seconds.observe(ms as f64 / 1000.0);
+        }
+        if let Some(ms) = pacing_wait_ms {
+            r.pacing_wait_seconds.observe(ms as f64 / 1000.0);
         }
         if let Some(code) = error_code {
             *r.errors.entry(code.as_str()).or_default() += 1;
@@ -158,12 +168,12 @@ impl Metrics {
         );
         {
             let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(out, "# HELP odgw_requests_total Data-plane requests by method, status class and outcome.");
+            let _ = writeln!(out, "# HELP odgw_requests_total Data-plane requests by method, status class, outcome and route template.");
             let _ = writeln!(out, "# TYPE odgw_requests_total counter");
-            for ((method, class, outcome), n) in &r.requests {
+            for ((method, route, class, outcome), n) in &r.requests {
                 let _ = writeln!(
                     out,
-                    "odgw_requests_total{{method=\"{method}\",status=\"{class}\",outcome=\"{outcome}\"}} {n}"
+                    "odgw_requests_total{{method=\"{method}\",status=\"{class}\",outcome=\"{outcome}\",route=\"{route}\"}} {n}"
                 );
             }
             let _ = writeln!(
@@ -180,6 +190,13 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE odgw_upstream_duration_seconds histogram");
             r.upstream_seconds
                 .render("odgw_upstream_duration_seconds", &mut out);
+            let _ = writeln!(
+                out,
+                "# HELP odgw_pacing_wait_seconds Time requests waited for their practice's Open Dental budget."
+            );
+            let _ = writeln!(out, "# TYPE odgw_pacing_wait_seconds histogram");
+            r.pacing_wait_seconds
+                .render("odgw_pacing_wait_seconds", &mut out);
             let _ = writeln!(
                 out,
                 "# HELP odgw_errors_total Errors made by odgw, by code (rate_limited and upstream_throttled are the rate-limit rejections)."
@@ -234,30 +251,36 @@ mod tests {
         let m = Metrics::default();
         m.observe_request(&Finished {
             method: &Method::GET,
+            route: "/api/v1/patients/{id}",
             status: 200,
             outcome: "forwarded",
             error_code: None,
             elapsed: Duration::from_millis(3),
             upstream_status: Some(200),
             upstream_ms: Some(2),
+            pacing_wait_ms: Some(1500),
         });
         m.observe_request(&Finished {
             method: &Method::from_bytes(b"BREW").unwrap(),
+            route: "other",
             status: 401,
             outcome: "denied",
             error_code: Some(ErrorCode::InvalidToken),
             elapsed: Duration::from_millis(1),
             upstream_status: None,
             upstream_ms: None,
+            pacing_wait_ms: None,
         });
         m.observe_request(&Finished {
             method: &Method::GET,
+            route: "/api/v1/patients/{id}",
             status: 429,
             outcome: "upstream_error",
             error_code: Some(ErrorCode::UpstreamThrottled),
             elapsed: Duration::from_millis(1),
             upstream_status: Some(429),
             upstream_ms: Some(1),
+            pacing_wait_ms: Some(0),
         });
         m.register(Arc::new(|out: &mut String| {
             write_metric(out, "odgw_cache_entries", "gauge", "Cached responses.", 7)
@@ -265,12 +288,12 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                r#"odgw_requests_total{method="GET",status="2xx",outcome="forwarded"} 1"#
+                r#"odgw_requests_total{method="GET",status="2xx",outcome="forwarded",route="/api/v1/patients/{id}"} 1"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"odgw_requests_total{method="OTHER",status="4xx",outcome="denied"} 1"#),
+            text.contains(r#"odgw_requests_total{method="OTHER",status="4xx",outcome="denied",route="other"} 1"#),
             "{text}"
         );
         assert!(
