@@ -14,6 +14,7 @@ pub mod config;
 pub mod context;
 pub mod dev;
 pub mod gateway;
+pub mod hardening;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

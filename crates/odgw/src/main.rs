@@ -7,6 +7,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = odgw::cli::Cli::parse();
     odgw::logging::init(cli.log_format);
+    // Before any secret is read: no core file may ever hold one.
+    if let Err(e) = odgw::hardening::disable_core_dumps() {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
