@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod deploy;
 mod forwarding;
+mod fuzz_corpus;
 mod ops;
 mod process;
 mod traffic;

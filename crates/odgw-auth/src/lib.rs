@@ -34,6 +34,9 @@ pub use layer::{AuthLayer, AuthService};
 pub use scope::{api_path, check_scope, required_scope, SCOPE_QUERY, SCOPE_READ, SCOPE_WRITE};
 pub use settings::{AuthSettings, IssuerSettings, KeySource, SecretBytes};
 pub use tenant::select_tenant;
+/// The token pre-parser, for `fuzz/` and its corpus replay only.
+#[doc(hidden)]
+pub use token::UnverifiedToken;
 pub use token::MAX_TOKEN_BYTES;
 
 /// Re-exported so callers name algorithms without depending on jsonwebtoken.

@@ -15,8 +15,13 @@ use crate::AuthError;
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// A token split and decoded, signature not yet checked.
+///
+/// Public (and hidden from the docs) only so that the fuzz targets under
+/// `fuzz/` and their corpus replay in `tests/e2e/fuzz_corpus.rs` can drive
+/// the pre-parser directly; not a supported API.
+#[doc(hidden)]
 #[derive(Debug)]
-pub(crate) struct UnverifiedToken<'a> {
+pub struct UnverifiedToken<'a> {
     /// `base64(header) "." base64(payload)`: the bytes the signature covers.
     pub signing_input: &'a str,
     pub signature: &'a str,
@@ -33,7 +38,11 @@ fn decode_json_object(part: &str) -> Result<Map<String, Value>, AuthError> {
 }
 
 impl<'a> UnverifiedToken<'a> {
-    pub(crate) fn parse(token: &'a str) -> Result<Self, AuthError> {
+    /// Splits `token` into its three parts and decodes the header and claims.
+    /// Checks size, shape, `alg` (must name a known algorithm; `none` never
+    /// does), `crit` (refused) and `kid` (a string when present); never the
+    /// signature.
+    pub fn parse(token: &'a str) -> Result<Self, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
@@ -76,7 +85,7 @@ impl<'a> UnverifiedToken<'a> {
     }
 
     /// The unverified `iss`, used only to choose whose keys to verify with.
-    pub(crate) fn issuer(&self) -> Result<&str, AuthError> {
+    pub fn issuer(&self) -> Result<&str, AuthError> {
         match self.claims.get("iss") {
             Some(Value::String(iss)) => Ok(iss),
             Some(_) => Err(AuthError::InvalidClaim("iss")),

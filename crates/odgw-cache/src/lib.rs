@@ -16,4 +16,7 @@ mod layer;
 mod store;
 
 pub use layer::{CacheLayer, Cached};
+/// For `fuzz/` and its corpus replay only.
+#[doc(hidden)]
+pub use store::sorted_query_for_fuzzing;
 pub use store::{CacheSettings, ResponseCache};

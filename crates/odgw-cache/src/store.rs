@@ -223,6 +223,20 @@ impl ResponseCache {
         }
     }
 
+    /// The cache key of a request as an opaque value (equality and hash only), for the
+    /// fuzz targets under `fuzz/` and their corpus replay in
+    /// `tests/e2e/fuzz_corpus.rs`; not a supported API.
+    #[doc(hidden)]
+    pub fn key_for_fuzzing(
+        &self,
+        tenant: &TenantId,
+        generation: u64,
+        path: &str,
+        query: Option<&str>,
+    ) -> impl Eq + Hash + std::fmt::Debug {
+        self.key(tenant, generation, path, query)
+    }
+
     pub(crate) fn entries(&self) -> &Cache<CacheKey, Arc<Stored>> {
         &self.shared.entries
     }
@@ -260,6 +274,13 @@ fn sorted_query(query: Option<&str>) -> String {
         .collect();
     pairs.sort_by_key(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name));
     pairs.join("&")
+}
+
+/// The query part of a cache key (pairs sorted by name), for the fuzz targets
+/// under `fuzz/` and their corpus replay only; not a supported API.
+#[doc(hidden)]
+pub fn sorted_query_for_fuzzing(query: Option<&str>) -> String {
+    sorted_query(query)
 }
 
 /// Headers never stored: hop-by-hop ones, cookies, and the ones odgw sets

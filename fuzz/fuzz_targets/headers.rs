@@ -1,0 +1,5 @@
+//! Fuzz target `headers`: the properties are in `props/headers.rs`, shared with the
+//! corpus replay in `tests/e2e/fuzz_corpus.rs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| odgw_fuzz_props::headers::check(data));
