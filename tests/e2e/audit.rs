@@ -209,6 +209,24 @@ async fn every_request_of_every_outcome_leaves_exactly_one_record() {
         .json();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["records"], lines.len() as u64);
+    // Batch size and write latency are derivable from the metrics.
+    let metrics = gw
+        .send(
+            Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    assert_eq!(value("odgw_audit_records_total") as usize, lines.len());
+    let batches = value("odgw_audit_batches_total");
+    assert!(batches >= 1.0 && batches <= lines.len() as f64);
+    assert!(value("odgw_audit_write_seconds_total") > 0.0);
     assert!(report["first_bad_seq"].is_null());
 }
 

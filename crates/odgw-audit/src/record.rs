@@ -163,6 +163,154 @@ impl RecordDraft {
             ..Self::default()
         }
     }
+
+    /// The draft's part of the canonical JSON (see [`Members`]), so the
+    /// caller's task, not the writer thread, pays for serializing it.
+    pub(crate) fn to_members(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(384);
+        Members::of_draft(self).write(&mut out);
+        out
+    }
+}
+
+/// The members of the canonical JSON that a draft fixes: `"kind":…` through
+/// `"target":…`, each followed by a comma. Everything around them (`seq`,
+/// `ts`, `prev_hash`, `hash`) is only known to the writer, so a record is
+/// sealed by [`seal_into`] from these bytes without serializing the draft
+/// again.
+struct Members<'a> {
+    kind: RecordKind,
+    request_id: &'a Option<String>,
+    tenant: &'a Option<String>,
+    subject: &'a Option<String>,
+    issuer: &'a Option<String>,
+    client_ip: &'a Option<String>,
+    method: &'a Option<String>,
+    path: &'a Option<String>,
+    query: &'a Option<String>,
+    status: Option<u16>,
+    upstream_status: Option<u16>,
+    outcome: &'a Option<String>,
+    error_code: &'a Option<String>,
+    duration_ms: Option<u64>,
+    upstream_ms: Option<u64>,
+    action: &'a Option<String>,
+    target: &'a Option<String>,
+}
+
+impl<'a> Members<'a> {
+    fn of_draft(d: &'a RecordDraft) -> Self {
+        Self {
+            kind: d.kind,
+            request_id: &d.request_id,
+            tenant: &d.tenant,
+            subject: &d.subject,
+            issuer: &d.issuer,
+            client_ip: &d.client_ip,
+            method: &d.method,
+            path: &d.path,
+            query: &d.query,
+            status: d.status,
+            upstream_status: d.upstream_status,
+            outcome: &d.outcome,
+            error_code: &d.error_code,
+            duration_ms: d.duration_ms,
+            upstream_ms: d.upstream_ms,
+            action: &d.action,
+            target: &d.target,
+        }
+    }
+
+    fn of_record(r: &'a AuditRecord) -> Self {
+        Self {
+            kind: r.kind,
+            request_id: &r.request_id,
+            tenant: &r.tenant,
+            subject: &r.subject,
+            issuer: &r.issuer,
+            client_ip: &r.client_ip,
+            method: &r.method,
+            path: &r.path,
+            query: &r.query,
+            status: r.status,
+            upstream_status: r.upstream_status,
+            outcome: &r.outcome,
+            error_code: &r.error_code,
+            duration_ms: r.duration_ms,
+            upstream_ms: r.upstream_ms,
+            action: &r.action,
+            target: &r.target,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        member(out, "kind", &self.kind);
+        member(out, "request_id", self.request_id);
+        member(out, "tenant", self.tenant);
+        member(out, "subject", self.subject);
+        member(out, "issuer", self.issuer);
+        member(out, "client_ip", self.client_ip);
+        member(out, "method", self.method);
+        member(out, "path", self.path);
+        member(out, "query", self.query);
+        member(out, "status", &self.status);
+        member(out, "upstream_status", &self.upstream_status);
+        member(out, "outcome", self.outcome);
+        member(out, "error_code", self.error_code);
+        member(out, "duration_ms", &self.duration_ms);
+        member(out, "upstream_ms", &self.upstream_ms);
+        member(out, "action", self.action);
+        member(out, "target", self.target);
+    }
+}
+
+/// Writes `"name":value,`.
+fn member<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    json_into(out, value);
+    out.push(b',');
+}
+
+fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Only strings, integers and nulls are written, into memory, which
+    // serde_json cannot fail on; a wrong line would never match its hash.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Appends record `seq`'s line (newline included) to `out` and returns its
+/// `hash`. The canonical JSON is written first and hashed in place; the line
+/// is then that same object with its closing `}` replaced by
+/// `,"hash":"…"}` — which is exactly SPEC §8's "the same object with `hash`
+/// appended last", at the price of one serialization instead of two.
+pub(crate) fn seal_into(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts: &str,
+    members: &[u8],
+    prev_hash: &str,
+) -> String {
+    let start = out.len();
+    write_canonical(out, seq, ts, members, prev_hash);
+    let hash = sha256_hex(&out[start..]);
+    out.pop();
+    out.extend_from_slice(b",\"hash\":");
+    json_into(out, &hash);
+    out.extend_from_slice(b"}\n");
+    hash
+}
+
+fn write_canonical(out: &mut Vec<u8>, seq: u64, ts: &str, members: &[u8], prev_hash: &str) {
+    out.extend_from_slice(b"{\"seq\":");
+    json_into(out, &seq);
+    out.extend_from_slice(b",\"ts\":");
+    json_into(out, ts);
+    out.push(b',');
+    out.extend_from_slice(members);
+    out.extend_from_slice(b"\"prev_hash\":");
+    json_into(out, prev_hash);
+    out.push(b'}');
 }
 
 impl AuditRecord {
@@ -203,12 +351,13 @@ impl AuditRecord {
 
     /// The line written to a segment: the full object, `hash` last, newline.
     pub fn to_line(&self) -> String {
-        let mut line = json_of(&Fields {
-            record: self,
-            with_hash: true,
-        });
-        line.push('\n');
-        line
+        let mut line = canonical_bytes(self);
+        line.pop();
+        line.extend_from_slice(b",\"hash\":");
+        json_into(&mut line, &self.hash);
+        line.extend_from_slice(b"}\n");
+        // Built only from serde_json output and ASCII punctuation.
+        String::from_utf8(line).unwrap_or_default()
     }
 
     /// The record's `ts` parsed.
@@ -221,35 +370,43 @@ impl AuditRecord {
 /// SPEC §8's canonical JSON of a record: compact, keys in SPEC order, `hash`
 /// left out, UTF-8. Its SHA-256 is the record's `hash`.
 pub fn canonical_json(record: &AuditRecord) -> String {
-    json_of(&Fields {
-        record,
-        with_hash: false,
-    })
+    // Built only from serde_json output and ASCII punctuation.
+    String::from_utf8(canonical_bytes(record)).unwrap_or_default()
+}
+
+fn canonical_bytes(record: &AuditRecord) -> Vec<u8> {
+    let mut members = Vec::with_capacity(384);
+    Members::of_record(record).write(&mut members);
+    let mut out = Vec::with_capacity(members.len() + 160);
+    write_canonical(
+        &mut out,
+        record.seq,
+        &record.ts,
+        &members,
+        &record.prev_hash,
+    );
+    out
 }
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
+    let digest = digest::digest(&digest::SHA256, bytes);
+    let mut text = [0u8; 64];
+    // 32 digest bytes always fill exactly 64 hex digits, and `hex::encode`
+    // (char by char into a String) costs more than the hash itself here.
+    match hex::encode_to_slice(digest.as_ref(), &mut text) {
+        Ok(()) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => hex::encode(digest.as_ref()),
+    }
 }
 
-fn json_of(fields: &Fields<'_>) -> String {
-    // Only strings, integers and nulls are serialized, which serde_json
-    // cannot fail on; an empty string would never match a stored hash.
-    serde_json::to_string(fields).unwrap_or_default()
-}
-
-/// The one place that fixes the field order of the line and the canonical
-/// JSON, so the two can never disagree.
-struct Fields<'a> {
-    record: &'a AuditRecord,
-    with_hash: bool,
-}
-
-impl Serialize for Fields<'_> {
+/// `Serialize` (query output) writes the fields in SPEC order with `hash`
+/// last. The written line and the canonical JSON are built by [`Members`]
+/// and [`seal_into`] instead; a test pins that the two agree.
+impl Serialize for AuditRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.record;
-        let len = if self.with_hash { 21 } else { 20 };
-        let mut s = serializer.serialize_struct("AuditRecord", len)?;
+        let r = self;
+        let mut s = serializer.serialize_struct("AuditRecord", 21)?;
         s.serialize_field("seq", &r.seq)?;
         s.serialize_field("ts", &r.ts)?;
         s.serialize_field("kind", &r.kind)?;
@@ -270,20 +427,8 @@ impl Serialize for Fields<'_> {
         s.serialize_field("action", &r.action)?;
         s.serialize_field("target", &r.target)?;
         s.serialize_field("prev_hash", &r.prev_hash)?;
-        if self.with_hash {
-            s.serialize_field("hash", &r.hash)?;
-        }
+        s.serialize_field("hash", &r.hash)?;
         s.end()
-    }
-}
-
-impl Serialize for AuditRecord {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Fields {
-            record: self,
-            with_hash: true,
-        }
-        .serialize(serializer)
     }
 }
 
@@ -432,7 +577,40 @@ mod tests {
         }
         let back: AuditRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
+        // `Serialize` (used for query output) agrees with the written line.
+        assert_eq!(format!("{}\n", serde_json::to_string(&r).unwrap()), line);
         assert_eq!(to_csv_header().split(',').collect::<Vec<_>>(), FIELDS);
+    }
+
+    #[test]
+    fn sealing_pre_serialized_members_matches_the_record() {
+        let r = sample();
+        let draft = RecordDraft {
+            kind: r.kind,
+            request_id: r.request_id.clone(),
+            tenant: r.tenant.clone(),
+            subject: r.subject.clone(),
+            issuer: r.issuer.clone(),
+            client_ip: r.client_ip.clone(),
+            method: r.method.clone(),
+            path: Some("/a\"b\\c\u{1}é".into()),
+            query: r.query.clone(),
+            status: r.status,
+            upstream_status: r.upstream_status,
+            outcome: r.outcome.clone(),
+            error_code: r.error_code.clone(),
+            duration_ms: r.duration_ms,
+            upstream_ms: r.upstream_ms,
+            action: r.action.clone(),
+            target: r.target.clone(),
+        };
+        let expected = AuditRecord::from_draft(draft.clone(), 7, r.ts.clone(), r.hash.clone());
+        let mut out = b"previous line\n".to_vec();
+        let hash = seal_into(&mut out, 7, &r.ts, &draft.to_members(), &r.hash);
+        assert_eq!(hash, expected.hash);
+        assert_eq!(&out[14..], expected.to_line().as_bytes());
+        let back: AuditRecord = serde_json::from_slice(&out[14..]).unwrap();
+        assert_eq!(back, expected);
     }
 
     #[test]

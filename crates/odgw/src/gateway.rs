@@ -895,5 +895,19 @@ fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<File
             "Group-commit batches (one fsync each).",
             audit.batches(),
         );
+        write_metric(
+            out,
+            "odgw_audit_records_total",
+            "counter",
+            "Audit records made durable (records / batches = mean batch size).",
+            audit.records(),
+        );
+        write_metric(
+            out,
+            "odgw_audit_write_seconds_total",
+            "counter",
+            "Time spent writing and syncing batches (/ batches = mean write latency).",
+            audit.write_seconds(),
+        );
     }));
 }
