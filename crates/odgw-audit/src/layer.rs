@@ -47,6 +47,19 @@ struct Policy {
 }
 
 impl Policy {
+    fn new(sink: Arc<dyn AuditSink>, fail_closed: bool, write_timeout: Duration) -> Self {
+        Self {
+            sink,
+            fail_closed,
+            write_timeout,
+            failures: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
         match tokio::time::timeout(self.write_timeout, self.sink.append(draft)).await {
             Ok(result) => result,
@@ -84,19 +97,14 @@ impl AuditLayer {
     /// `audit.write_timeout`; share one `sink` with the [`IntentLayer`].
     pub fn new(sink: Arc<dyn AuditSink>, fail_closed: bool, write_timeout: Duration) -> Self {
         Self {
-            policy: Policy {
-                sink,
-                fail_closed,
-                write_timeout,
-                failures: Arc::new(AtomicU64::new(0)),
-            },
+            policy: Policy::new(sink, fail_closed, write_timeout),
         }
     }
 
     /// Records that could not be written while failing open
     /// (`fail_closed = false`), since this layer was built.
     pub fn failures(&self) -> u64 {
-        self.policy.failures.load(Ordering::Relaxed)
+        self.policy.failures()
     }
 }
 
@@ -243,18 +251,13 @@ impl IntentLayer {
     /// Same arguments as [`AuditLayer::new`].
     pub fn new(sink: Arc<dyn AuditSink>, fail_closed: bool, write_timeout: Duration) -> Self {
         Self {
-            policy: Policy {
-                sink,
-                fail_closed,
-                write_timeout,
-                failures: Arc::new(AtomicU64::new(0)),
-            },
+            policy: Policy::new(sink, fail_closed, write_timeout),
         }
     }
 
     /// Intent records that could not be written while failing open.
     pub fn failures(&self) -> u64 {
-        self.policy.failures.load(Ordering::Relaxed)
+        self.policy.failures()
     }
 }
 
