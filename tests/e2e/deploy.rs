@@ -1187,7 +1187,7 @@ async fn alert_rules_use_only_metrics_and_labels_odgw_exposes() {
     }
     let outcome_sources = [
         std::fs::read_to_string(repo().join("crates/odgw-core/src/error.rs")).unwrap(),
-        std::fs::read_to_string(repo().join("crates/odgw/src/context.rs")).unwrap(),
+        std::fs::read_to_string(repo().join("crates/odgw-core/src/ids.rs")).unwrap(),
     ]
     .concat();
     for file in files {

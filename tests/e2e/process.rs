@@ -64,6 +64,15 @@ path = "{root}/audit"
     config
 }
 
+/// The mock Open Dental, accepting DEV_KEY with KEY_A as Open Dental would.
+async fn mock_knowing_key_a() -> odgw_mock::RunningMock {
+    let mut mock_config = odgw_mock::MockConfig::test_defaults();
+    mock_config
+        .keys
+        .push(odgw_mock::KeyPair::new(DEV_KEY, KEY_A));
+    odgw_mock::MockUpstream::spawn(mock_config).await.unwrap()
+}
+
 /// A child `odgw serve` whose stderr (JSON logs) is collected.
 struct Served {
     child: Child,
@@ -175,11 +184,7 @@ async fn get(addr: SocketAddr, path: &str, token: &str) -> u16 {
 
 #[tokio::test]
 async fn kill_9_and_restart_keep_tenants_and_no_secret_reaches_disk_or_logs() {
-    let mut mock_config = odgw_mock::MockConfig::test_defaults();
-    mock_config
-        .keys
-        .push(odgw_mock::KeyPair::new(DEV_KEY, KEY_A));
-    let mock = odgw_mock::MockUpstream::spawn(mock_config).await.unwrap();
+    let mock = mock_knowing_key_a().await;
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), &mock.base_url(), [3; 32]);
 
@@ -351,11 +356,7 @@ fn token_mint_makes_a_token_the_gateway_accepts_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_leaves_a_record_for_every_answered_request() {
-    let mut mock_config = odgw_mock::MockConfig::test_defaults();
-    mock_config
-        .keys
-        .push(odgw_mock::KeyPair::new(DEV_KEY, KEY_A));
-    let mock = odgw_mock::MockUpstream::spawn(mock_config).await.unwrap();
+    let mock = mock_knowing_key_a().await;
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), &mock.base_url(), [4; 32]);
     let served = Served::start(&config).unwrap();

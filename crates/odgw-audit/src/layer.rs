@@ -204,14 +204,7 @@ async fn finish(
     fill_from_facts(&mut draft, &facts);
     draft.status = Some(response.status().as_u16());
     draft.error_code = code.map(|c| c.as_str().to_owned());
-    draft.outcome = Some(
-        match code {
-            Some(code) => code.outcome(),
-            None if facts.cache_hit => "cache_hit",
-            None => "forwarded",
-        }
-        .to_owned(),
-    );
+    draft.outcome = Some(facts.outcome(code).to_owned());
     draft.duration_ms = Some(elapsed_ms(started));
     match policy.append(draft).await {
         Ok(_) => response,

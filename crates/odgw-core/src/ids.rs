@@ -96,6 +96,19 @@ pub struct Facts {
     pub route: Option<String>,
 }
 
+impl Facts {
+    /// The audit `outcome` of a finished request: from the odgw error code
+    /// its response carries, else `cache_hit` or `forwarded`. Audit records,
+    /// metrics and the access log all take it from here, so they agree.
+    pub fn outcome(&self, code: Option<crate::ErrorCode>) -> &'static str {
+        match code {
+            Some(code) => code.outcome(),
+            None if self.cache_hit => "cache_hit",
+            None => "forwarded",
+        }
+    }
+}
+
 impl RequestFacts {
     /// Runs `f` with the facts locked. Never held across an await.
     pub fn update(&self, f: impl FnOnce(&mut Facts)) {
@@ -121,6 +134,24 @@ mod tests {
         assert!(TenantId::parse("a/b").is_err());
         assert!(TenantId::parse(&"a".repeat(65)).is_err());
         assert!(TenantId::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn outcome_comes_from_the_code_then_the_cache() {
+        let hit = Facts {
+            cache_hit: true,
+            ..Facts::default()
+        };
+        assert_eq!(Facts::default().outcome(None), "forwarded");
+        assert_eq!(hit.outcome(None), "cache_hit");
+        assert_eq!(
+            hit.outcome(Some(crate::ErrorCode::RateLimited)),
+            "rate_limited"
+        );
+        assert_eq!(
+            Facts::default().outcome(Some(crate::ErrorCode::BadPath)),
+            "denied"
+        );
     }
 
     #[test]

@@ -80,11 +80,7 @@ where
             let code = response.extensions().get::<ErrorCode>().copied();
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
-            let outcome = match code {
-                Some(code) => code.outcome(),
-                None if facts.cache_hit => "cache_hit",
-                None => "forwarded",
-            };
+            let outcome = facts.outcome(code);
             let route = crate::routes::route_template(&path);
             metrics.observe_request(&Finished {
                 method: &method,
