@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Method, Request};
 use http_body_util::Full;
 use odgw_mock::Fault;
 use serde_json::json;
@@ -31,6 +31,50 @@ async fn forwards_with_the_tenants_key_pair_and_returns_the_answer_unchanged() {
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("x-request-id"), resp.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_replaced_or_deleted_key_pair_applies_to_the_very_next_request() {
+    // Decrypted key pairs are kept in memory between requests; an admin
+    // write must never leave the old pair in use.
+    let gw = TestGateway::start().await;
+    let token = gw.token(json!({}));
+    let authorization_sent = |gw: &TestGateway| {
+        let seen = gw.mock.mock.requests();
+        let values = seen.last().unwrap().header_values("authorization");
+        values.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            gw.get("/api/v1/patients/11", Some(&token)).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        authorization_sent(&gw),
+        vec![format!("ODFHIR {DEV_KEY}/{KEY_A}")]
+    );
+
+    gw.put_tenant("a", KEY_B).await;
+    assert_eq!(
+        gw.get("/api/v1/patients/11", Some(&token)).await.status,
+        200
+    );
+    assert_eq!(
+        authorization_sent(&gw),
+        vec![format!("ODFHIR {DEV_KEY}/{KEY_B}")]
+    );
+
+    assert_eq!(
+        gw.admin(Method::DELETE, "/admin/v1/tenants/a", None)
+            .await
+            .status,
+        204
+    );
+    gw.get("/api/v1/patients/11", Some(&token))
+        .await
+        .assert_problem(403, "unknown_tenant");
+    assert_eq!(gw.mock.mock.requests().len(), 3);
 }
 
 #[tokio::test]

@@ -13,8 +13,9 @@ use odgw_core::Principal;
 use tokio::task::JoinHandle;
 
 use crate::{
-    jwks::{build_http_client, HttpClient, JwksCache},
+    jwks::{build_http_client, HttpClient, JwksCache, KeySet},
     token::{self, UnverifiedToken},
+    verified::{digest_of, Verified, VerifiedTokens},
     AuthError, AuthSettings, AuthSetupError, IssuerSettings, KeySource,
 };
 
@@ -36,6 +37,8 @@ struct Inner {
     http: Option<HttpClient>,
     /// Dropped with `Inner`, which wakes and ends the background refresh task.
     shutdown: tokio::sync::watch::Sender<()>,
+    /// Tokens already verified, so a repeated token skips the signature check.
+    verified: VerifiedTokens,
 }
 
 #[derive(Debug)]
@@ -260,7 +263,9 @@ impl Authenticator {
             built.push(build_issuer(issuer, &mut http)?);
         }
         let (shutdown, _) = tokio::sync::watch::channel(());
+        let verified = VerifiedTokens::new(settings.max_lifetime);
         let inner = Arc::new(Inner {
+            verified,
             settings,
             issuers: built,
             http,
@@ -324,27 +329,56 @@ impl Authenticator {
     ///
     /// The issuer is chosen by the token's unverified `iss`; everything else
     /// (algorithm allow-list, keys, audiences) comes from that issuer's
-    /// configuration, never from the token.
+    /// configuration, never from the token. A byte-identical token that
+    /// passed before and has not expired (and whose JWKS key set has not
+    /// changed since) is answered from memory.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = digest_of(token);
+        let inner = &self.inner;
+        let now = now_secs();
+        let leeway = inner.settings.leeway.as_secs();
+        let remembered = inner.verified.get(&digest, now, leeway, |seen| {
+            match (&inner.issuers[seen.issuer].keys, &seen.key_set) {
+                (IssuerKeys::Jwks(cache), Some(set)) => cache.is_current(set),
+                (IssuerKeys::Static(_), None) => true,
+                _ => false,
+            }
+        });
+        if let Some(seen) = remembered {
+            return Ok(seen.principal.clone());
+        }
+        let verified = self.verify_fully(token, now).await?;
+        let principal = verified.principal.clone();
+        inner.verified.insert(digest, verified);
+        Ok(principal)
+    }
+
+    /// The whole check: issuer, algorithm, key, signature, time claims,
+    /// audience and subject.
+    async fn verify_fully(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
         let parsed = UnverifiedToken::parse(token)?;
         let iss = parsed.issuer()?;
-        let issuer = self
+        let (issuer_index, issuer) = self
             .inner
             .issuers
             .iter()
-            .find(|i| i.issuer == iss)
+            .enumerate()
+            .find(|(_, i)| i.issuer == iss)
             .ok_or(AuthError::UnknownIssuer)?;
         if !issuer.algorithms.contains(&parsed.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        let key = match &issuer.keys {
+        let (key, key_set) = match &issuer.keys {
             IssuerKeys::Static(key) => {
                 if key.family() != parsed.alg.family() {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
-                key.clone()
+                (key.clone(), None)
             }
-            IssuerKeys::Jwks(cache) => self.jwks_key(cache, &parsed).await?,
+            IssuerKeys::Jwks(cache) => {
+                let (key, set) = self.jwks_key(cache, &parsed).await?;
+                (key, Some(set))
+            }
         };
         match jsonwebtoken::crypto::verify(
             parsed.signature,
@@ -365,18 +399,22 @@ impl Authenticator {
         let claims = &parsed.claims;
         let expires_at = token::check_times(
             claims,
-            now_secs(),
+            now,
             settings.leeway.as_secs(),
             settings.max_lifetime.as_secs(),
         )?;
         token::check_audience(claims, &issuer.audiences)?;
         let subject = token::subject(claims)?;
-        Ok(Principal {
-            subject,
-            issuer: issuer.issuer.clone(),
-            tenants: token::tenants(claims, &settings.tenant_claim),
-            scopes: token::scopes(claims),
-            expires_at,
+        Ok(Verified {
+            principal: Principal {
+                subject,
+                issuer: issuer.issuer.clone(),
+                tenants: token::tenants(claims, &settings.tenant_claim),
+                scopes: token::scopes(claims),
+                expires_at,
+            },
+            issuer: issuer_index,
+            key_set,
         })
     }
 
@@ -384,10 +422,10 @@ impl Authenticator {
         &self,
         cache: &JwksCache,
         parsed: &UnverifiedToken<'_>,
-    ) -> Result<DecodingKey, AuthError> {
+    ) -> Result<(DecodingKey, KeySet), AuthError> {
         let kid = parsed.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
-        if let Some(key) = cache.find(kid, parsed.alg) {
-            return Ok(key);
+        if let Some(found) = cache.find(kid, parsed.alg) {
+            return Ok(found);
         }
         if cache.knows_kid(kid) {
             // The key exists but serves another algorithm: a rotation would
@@ -404,8 +442,8 @@ impl Authenticator {
                 )
                 .await;
         }
-        if let Some(key) = cache.find(kid, parsed.alg) {
-            return Ok(key);
+        if let Some(found) = cache.find(kid, parsed.alg) {
+            return Ok(found);
         }
         if cache.knows_kid(kid) {
             return Err(AuthError::AlgorithmNotAllowed);

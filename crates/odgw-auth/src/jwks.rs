@@ -65,6 +65,9 @@ pub(crate) enum FetchError {
     Parse(String),
 }
 
+/// The keys of one successful fetch, shared and never changed in place.
+pub(crate) type KeySet = Arc<Vec<JwksKey>>;
+
 /// One usable verification key from a JWKS.
 #[derive(Debug, Clone)]
 pub(crate) struct JwksKey {
@@ -202,7 +205,7 @@ pub(crate) struct JwksCache {
     issuer: String,
     uri: Uri,
     allowed: Vec<Algorithm>,
-    keys: RwLock<Arc<Vec<JwksKey>>>,
+    keys: RwLock<KeySet>,
     /// A fetch has succeeded at least once.
     loaded: AtomicBool,
     /// Fetch attempts made so far; lets a waiter see that the fetch it queued
@@ -242,18 +245,27 @@ impl JwksCache {
         self.loaded.load(Ordering::Acquire)
     }
 
-    fn snapshot(&self) -> Arc<Vec<JwksKey>> {
+    fn snapshot(&self) -> KeySet {
         // A poisoned lock only means a panic elsewhere during a swap of an Arc;
         // the stored value is still a whole key set.
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The key with this `kid` able to verify `alg`.
-    pub(crate) fn find(&self, kid: &str, alg: Algorithm) -> Option<DecodingKey> {
-        self.snapshot()
+    /// The key with this `kid` able to verify `alg`, with the key set it
+    /// was found in.
+    pub(crate) fn find(&self, kid: &str, alg: Algorithm) -> Option<(DecodingKey, KeySet)> {
+        let set = self.snapshot();
+        let key = set
             .iter()
             .find(|k| k.kid == kid && k.accepts(alg))
-            .map(|k| k.key.clone())
+            .map(|k| k.key.clone())?;
+        Some((key, set))
+    }
+
+    /// Whether `set` is still this issuer's key set: every fetch, even one
+    /// returning the same keys, replaces it.
+    pub(crate) fn is_current(&self, set: &KeySet) -> bool {
+        Arc::ptr_eq(&self.snapshot(), set)
     }
 
     /// Fetches attempted and fetches that failed.

@@ -13,6 +13,9 @@
 //! - [`AuthLayer`] / [`AuthService`]: the tower layer doing all of the above
 //!   for each request, answering 401/403 problem responses itself.
 //!
+//! A token that verified once is remembered (by its SHA-256) until it
+//! expires, so repeated requests skip the signature check; see `verified`.
+//!
 //! Verification is strict: the algorithm comes from the issuer's allow-list
 //! (the token's `alg` must be in it, `none` never is), the key from the
 //! issuer's configuration (`jku`, `x5u`, `jwk` and `x5c` are never read),
@@ -27,6 +30,7 @@ mod scope;
 mod settings;
 mod tenant;
 mod token;
+mod verified;
 
 pub use authenticator::Authenticator;
 pub use error::{AuthError, AuthSetupError};

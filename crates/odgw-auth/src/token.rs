@@ -114,6 +114,13 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
+/// RFC 7519 §4.1.4: the token is usable only before `exp` (plus the
+/// configured clock-skew `leeway`). Shared with the verified-token cache so
+/// a remembered token expires exactly when a fresh check would refuse it.
+pub(crate) fn is_expired(exp: u64, now: u64, leeway: u64) -> bool {
+    now >= exp.saturating_add(leeway)
+}
+
 /// The time rules: `exp` required, `nbf`, future `iat`, `max_lifetime`.
 /// All values in seconds. Returns `exp`.
 pub(crate) fn check_times(
@@ -125,8 +132,7 @@ pub(crate) fn check_times(
     let exp = numeric_date(claims, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
-    // RFC 7519 §4.1.4: now must be before exp.
-    if now >= exp.saturating_add(leeway) {
+    if is_expired(exp, now, leeway) {
         return Err(AuthError::Expired);
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use odgw_auth::{AuthError, AuthSetupError, Authenticator, KeySource, SecretBytes};
+use odgw_auth::{AuthError, AuthSettings, AuthSetupError, Authenticator, KeySource, SecretBytes};
 use odgw_core::{ErrorCode, GatewayError};
 use serde_json::json;
 
@@ -490,4 +490,39 @@ async fn debug_output_redacts_secrets() {
     let auth = hs_authenticator(settings()).await;
     let debug = format!("{auth:?}");
     assert!(!debug.contains("0123456789abcdef"), "{debug}");
+}
+
+#[tokio::test]
+async fn a_remembered_token_still_expires_on_time() {
+    let auth = hs_authenticator(AuthSettings {
+        leeway: std::time::Duration::ZERO,
+        ..settings()
+    })
+    .await;
+    let exp = now() + 2;
+    let token = sign(
+        Algorithm::HS256,
+        "hmac",
+        None,
+        &claims_with(HS, "exp", json!(exp)),
+    );
+    // Verified once, then answered from the verified-token cache.
+    for _ in 0..3 {
+        assert_eq!(auth.verify(&token).await.unwrap().expires_at, exp);
+    }
+    while now() < exp {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(auth.verify(&token).await, Err(AuthError::Expired));
+    // A changed signature is never taken for the remembered token.
+    let mut forged = sign(
+        Algorithm::HS256,
+        "hmac",
+        None,
+        &claims_with(HS, "exp", json!(now() + 600)),
+    );
+    assert!(auth.verify(&forged).await.is_ok());
+    forged.pop();
+    forged.push('A');
+    assert_eq!(auth.verify(&forged).await, Err(AuthError::BadSignature));
 }

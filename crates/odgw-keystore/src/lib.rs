@@ -13,10 +13,13 @@
 //! - [`TenantRecord`] (decrypted, keys as zeroizing [`SecretString`]s),
 //!   [`TenantSummary`] (what the admin API shows: a 4-character hint, never a
 //!   key), [`TenantInput`] (what `PUT /admin/v1/tenants/{id}` submits).
+//! - [`CachedKeyStore`]: decrypted records kept in memory for the hot path,
+//!   dropped on every write made through it.
 //! - `MemoryKeyStore` (feature `test-util`): the same logic without disk.
 //!
 //! [`SecretString`]: odgw_core::SecretString
 
+mod cached;
 mod engine;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
@@ -25,6 +28,7 @@ mod seal;
 mod sled_store;
 mod tenant;
 
+pub use cached::CachedKeyStore;
 pub use error::StoreError;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryKeyStore;

@@ -50,7 +50,7 @@ use odgw_audit::{AuditLayer, AuditSettings, AuditSink, FileAuditLog, IntentLayer
 use odgw_auth::{AuthLayer, AuthSettings, Authenticator, IssuerSettings, KeySource};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_core::{Request, Response, SecretString, TenantId};
-use odgw_keystore::{KeyStore, MasterKey, SledKeyStore, TenantDefaults};
+use odgw_keystore::{CachedKeyStore, KeyStore, MasterKey, SledKeyStore, TenantDefaults};
 use odgw_limit::{LocalPacer, Pacer, PacingLayer, PacingSettings, SubjectLimitLayer};
 use odgw_proxy::{Forwarder, GuardLayer, HopByHopLayer, UpstreamClient, UpstreamSettings};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -198,10 +198,11 @@ impl Gateway {
         )
         .context("master key")?;
         let master = MasterKey::from_base64(&master).context("master key")?;
-        let store: Arc<dyn KeyStore> = Arc::new(
-            SledKeyStore::open(&config.store.path, master)
-                .with_context(|| format!("key store at {}", config.store.path.display()))?,
-        );
+        let sled = SledKeyStore::open(&config.store.path, master)
+            .with_context(|| format!("key store at {}", config.store.path.display()))?;
+        // One cached view shared by the data plane and the admin API, so
+        // every admin write drops the decrypted record it replaces.
+        let store: Arc<dyn KeyStore> = Arc::new(CachedKeyStore::new(Arc::new(sled)));
         let developer_key = config::read_secret(
             config.upstream.developer_key_file.as_deref(),
             config::ENV_DEVELOPER_KEY,
