@@ -51,6 +51,12 @@ impl Default for UpstreamSettings {
 /// go through it.
 #[derive(Clone)]
 pub struct UpstreamClient {
+    /// Behind one `Arc`: the forwarder clones the client for every request,
+    /// and a hyper client clone copies its connector and pool handles.
+    inner: Arc<Clients>,
+}
+
+struct Clients {
     pooled: HttpsClient,
     /// Keeps no idle connections, so a retry always opens a fresh one instead
     /// of picking another pooled connection to the server that just failed.
@@ -61,7 +67,7 @@ pub struct UpstreamClient {
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -94,15 +100,17 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .build(connector);
         Ok(Self {
-            pooled,
-            fresh,
-            timeout: settings.timeout,
+            inner: Arc::new(Clients {
+                pooled,
+                fresh,
+                timeout: settings.timeout,
+            }),
         })
     }
 
     /// The deadline for a response head (`upstream.timeout`).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.inner.timeout
     }
 
     /// Sends `request` and waits for the response head; the body is left to
@@ -117,17 +125,22 @@ impl UpstreamClient {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
-        let deadline = Instant::now() + self.timeout;
+        let Clients {
+            pooled,
+            fresh,
+            timeout,
+        } = &*self.inner;
+        let deadline = Instant::now() + *timeout;
         let retry = retryable(&request).then(|| clone_empty(&request));
         let exchange = async {
-            let error = match self.pooled.request(request).await {
+            let error = match pooled.request(request).await {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
             match retry {
                 Some(again) if nothing_received(&error) => {
                     tracing::debug!(error = %error, "retrying idempotent upstream request");
-                    self.fresh
+                    fresh
                         .request(again)
                         .await
                         .map_err(|error| classify(error, true))
@@ -137,7 +150,7 @@ impl UpstreamClient {
         };
         match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Err(_) => Err(UpstreamError::Timeout(*timeout)),
         }
     }
 }

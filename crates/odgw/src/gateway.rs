@@ -237,7 +237,10 @@ impl Gateway {
             connect_timeout: config.upstream.connect_timeout.0,
             timeout: config.upstream.timeout.0,
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 32,
+            // Every practice on api.opendental.com shares one host: a small
+            // idle pool closes connections that the next burst must reopen
+            // (TCP + TLS handshakes). Idle connections cost a few KiB each.
+            pool_max_idle_per_host: 1024,
         })
         .context("upstream client")?;
         let sink: Arc<dyn AuditSink> = audit.clone();
