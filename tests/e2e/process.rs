@@ -484,6 +484,8 @@ async fn sigterm_drains_and_exits_zero() {
 async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {
     use std::os::unix::fs::PermissionsExt;
     let cwd = tempfile::tempdir().unwrap();
+    let log_path = cwd.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(ODGW)
         .args(["serve", "--dev", "--mock-upstream"])
         .current_dir(cwd.path())
@@ -494,7 +496,7 @@ async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {
         .env_remove("ODGW_DEVELOPER_KEY")
         .env_remove("ODGW_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log_file))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -534,6 +536,13 @@ async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let patient: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(patient["LName"], "Allowed");
+    // Logs to a file carry no terminal colour codes.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("odgw::access"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in a log file: {logs:?}"
+    );
     let dir = cwd.path().join("odgw-dev");
     assert_eq!(
         std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,

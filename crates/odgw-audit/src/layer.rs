@@ -145,6 +145,7 @@ where
         let facts = req.extensions().get::<RequestFacts>().cloned();
         let mut draft = request_line(&req, RecordKind::Request);
         let policy = self.policy.clone();
+        let announced = policy.sink.announce();
         // The clone-and-swap keeps the instance that was polled ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -157,6 +158,7 @@ where
                     draft.request_id = Some(id.to_string());
                     let response =
                         GatewayError::new(ErrorCode::Internal, "internal error").into_response(&id);
+                    drop(announced);
                     return Ok(finish(&policy, draft, None, response, started, &id).await);
                 }
             };
@@ -167,7 +169,10 @@ where
                 tracing::warn!(request_id = %request_id, "audit unavailable: refusing the request (fail closed)");
                 return Ok(policy.unavailable(&request_id));
             }
-            match inner.call(req).await {
+            let result = inner.call(req).await;
+            // The record is about to be appended: the writer need not wait for it.
+            drop(announced);
+            match result {
                 Ok(response) => {
                     let facts = facts.snapshot();
                     Ok(finish(&policy, draft, Some(facts), response, started, &request_id).await)

@@ -34,6 +34,6 @@ pub use record::{
     canonical_json, format_ts, parse_timestamp, sha256_hex, to_csv_header, to_csv_row, AuditRecord,
     RecordDraft, RecordKind, FIELDS, GENESIS_HASH,
 };
-pub use sink::{AuditSink, NullSink};
+pub use sink::{AnnouncedRecords, Announcement, AuditSink, NullSink};
 pub use verify::{verify, VerifyReport};
 pub use writer::{AuditSettings, FileAuditLog, DEFAULT_SEGMENT_MAX_BYTES};

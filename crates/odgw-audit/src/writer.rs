@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use crate::{
     record::{format_ts, seal_into, GENESIS_HASH},
     segment::{inspect_tail, list_segments, segment_name},
-    AuditError, AuditSink, RecordDraft,
+    AnnouncedRecords, Announcement, AuditError, AuditSink, RecordDraft,
 };
 
 /// Default size at which a segment is closed and a new one started.
@@ -44,11 +44,13 @@ pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
 const MAX_BATCH: usize = 1024;
 
 /// Group commit under load: when a record arrives within [`BUSY_GAP`] of the
-/// previous batch, the writer waits [`LINGER`] for more before writing, so
-/// one fdatasync serves many requests instead of a handful. Each fdatasync
-/// costs kernel work (journal, block layer, a device kick) that otherwise
-/// dominated the audited path's CPU; a lone request at idle is written at
-/// once. The wait adds at most `LINGER` to a request's latency.
+/// previous batch while other requests have announced records
+/// ([`AuditSink::announce`]), the writer waits for those records, at most
+/// [`LINGER`], so one fdatasync serves them all instead of a handful. Each
+/// fdatasync costs kernel work (block layer, inode update, a device kick)
+/// that otherwise dominated the audited path's CPU. A lone request, or a
+/// record whose siblings have all arrived, is written at once; the wait
+/// adds at most `LINGER` to a request's latency.
 const LINGER: Duration = Duration::from_micros(250);
 
 /// Gap between batches below which the writer considers itself busy.
@@ -117,6 +119,8 @@ struct WriterState {
     fail_writes: AtomicBool,
     hold: Mutex<bool>,
     hold_changed: Condvar,
+    /// Requests whose record is still to come (for the linger decision).
+    announced: Arc<AnnouncedRecords>,
 }
 
 impl WriterState {
@@ -160,6 +164,7 @@ impl FileAuditLog {
             fail_writes: AtomicBool::new(false),
             hold: Mutex::new(false),
             hold_changed: Condvar::new(),
+            announced: Arc::default(),
         });
         let writer_state = Arc::clone(&state);
         let recover_settings = settings.clone();
@@ -281,6 +286,10 @@ impl AuditSink for FileAuditLog {
     fn is_healthy(&self) -> bool {
         self.shared.state.healthy.load(Ordering::SeqCst)
     }
+
+    fn announce(&self) -> Announcement {
+        Announcement::on(&self.shared.state.announced)
+    }
 }
 
 /// The segment being written.
@@ -389,10 +398,13 @@ impl Writer {
             self.wait_while_held();
             if last_commit.is_some_and(|at| at.elapsed() < BUSY_GAP)
                 && matches!(first, Command::Append(_))
+                && self.state.announced.outstanding() > 0
             {
-                // Sleeping (not waiting on the channel) lets appenders queue
-                // without waking this thread for each record.
-                thread::sleep(LINGER);
+                // Waiting on the announcements (not on the channel) lets
+                // appenders queue without waking this thread for each record.
+                self.state
+                    .announced
+                    .wait_for_none(std::time::Instant::now() + LINGER);
             }
             let mut batch = Vec::new();
             let mut close = None;

@@ -15,7 +15,10 @@ use std::{
 use async_trait::async_trait;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
-use odgw_audit::{verify, AuditError, AuditLayer, AuditSink, IntentLayer, RecordDraft, RecordKind};
+use odgw_audit::{
+    verify, AnnouncedRecords, Announcement, AuditError, AuditLayer, AuditSink, IntentLayer,
+    RecordDraft, RecordKind,
+};
 use odgw_core::{
     Body, ClientIp, ErrorCode, GatewayError, Principal, Request, RequestFacts, RequestId, Response,
 };
@@ -29,6 +32,9 @@ struct MemorySink {
     fail: AtomicBool,
     hang: AtomicBool,
     unhealthy: AtomicBool,
+    announced: Arc<AnnouncedRecords>,
+    /// Announced records still outstanding at each append.
+    outstanding_at_append: Mutex<Vec<usize>>,
 }
 
 impl MemorySink {
@@ -46,12 +52,19 @@ impl AuditSink for MemorySink {
         if self.fail.load(Ordering::SeqCst) {
             return Err(AuditError::WriteFailed("disk full".into()));
         }
+        self.outstanding_at_append
+            .lock()
+            .unwrap()
+            .push(self.announced.outstanding());
         let mut drafts = self.drafts.lock().unwrap();
         drafts.push(draft);
         Ok(drafts.len() as u64)
     }
     fn is_healthy(&self) -> bool {
         !self.unhealthy.load(Ordering::SeqCst)
+    }
+    fn announce(&self) -> Announcement {
+        Announcement::on(&self.announced)
     }
 }
 
@@ -144,6 +157,27 @@ async fn request_record_carries_facts_and_request_line() {
     // Nothing from headers or body.
     let debug = format!("{d:?}");
     assert!(!debug.contains("secret-token") && !debug.contains("Secret"));
+}
+
+#[tokio::test]
+async fn a_request_is_announced_until_its_record_is_appended() {
+    // Group commit waits for announced records; a request still counted
+    // while its own record is appended would make every batch wait in vain.
+    let sink = Arc::new(MemorySink::default());
+    let announced = sink.announced.clone();
+    let seen_upstream = Arc::new(Mutex::new(None));
+    let seen = seen_upstream.clone();
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .service(service_fn(move |_req: Request| {
+            *seen.lock().unwrap() = Some(announced.outstanding());
+            async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+        }));
+    let (req, _) = request(Method::GET, "/api/v1/patients/11");
+    svc.oneshot(req).await.unwrap();
+    assert_eq!(*seen_upstream.lock().unwrap(), Some(1));
+    assert_eq!(*sink.outstanding_at_append.lock().unwrap(), vec![0]);
+    assert_eq!(sink.announced.outstanding(), 0);
 }
 
 #[tokio::test]

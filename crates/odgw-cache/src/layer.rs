@@ -15,7 +15,7 @@ use odgw_core::{
 };
 use tower::{Layer, Service, ServiceExt};
 
-use crate::store::{storable_headers, CacheKey, ResponseCache, Stored};
+use crate::store::{CacheKey, ResponseCache, Stored};
 
 /// The data-plane path prefix; cache routes are relative to it.
 const API_PREFIX: &str = "/api/v1";
@@ -198,11 +198,7 @@ where
     };
     let error_code = parts.extensions.get::<ErrorCode>().copied();
     if error_code.is_none() && storable(parts.status, &parts.headers, &cache, &body) {
-        return Ok(Arc::new(Stored {
-            headers: storable_headers(&parts.headers),
-            body,
-            stored_at: std::time::Instant::now(),
-        }));
+        return Ok(Arc::new(Stored::detached(&parts.headers, &body)));
     }
     let snapshot = facts.map(|f| f.snapshot());
     Err(Unstored::Answer(Buffered {
@@ -247,11 +243,7 @@ where
         return Ok(broken_body(request_id));
     };
     if storable(parts.status, &parts.headers, cache, &body) {
-        let stored = Arc::new(Stored {
-            headers: storable_headers(&parts.headers),
-            body: body.clone(),
-            stored_at: std::time::Instant::now(),
-        });
+        let stored = Arc::new(Stored::detached(&parts.headers, &body));
         cache.entries().insert(key, stored).await;
     }
     let response = Response::from_parts(parts, Body::from(body));

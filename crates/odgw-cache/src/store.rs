@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, Method};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use moka::future::Cache;
 use odgw_core::TenantId;
 
@@ -61,6 +61,27 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
+    /// What is kept of a 200: [`storable_headers`] and the body, copied into
+    /// allocations of their own. hyper hands out header values and body
+    /// chunks as slices of a connection's read buffer; a cached slice would
+    /// keep that whole buffer (kilobytes) alive for the entry's lifetime,
+    /// memory the cache's weigher never sees.
+    pub(crate) fn detached(headers: &HeaderMap, body: &Bytes) -> Self {
+        let kept = storable_headers(headers);
+        let mut own = HeaderMap::with_capacity(kept.len());
+        for (name, value) in &kept {
+            if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+                copy.set_sensitive(value.is_sensitive());
+                own.append(name.clone(), copy);
+            }
+        }
+        Self {
+            headers: own,
+            body: Bytes::copy_from_slice(body),
+            stored_at: std::time::Instant::now(),
+        }
+    }
+
     fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -320,9 +341,30 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
+
+    #[test]
+    fn stored_responses_do_not_pin_the_connection_buffer() {
+        // One read buffer holding the response head and body, as hyper has it.
+        let buffer = Bytes::from(vec![b'x'; 16 * 1024]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_maybe_shared(buffer.slice(0..16)).unwrap(),
+        );
+        let body = buffer.slice(100..400);
+        let stored = Stored::detached(&headers, &body);
+        assert_eq!(stored.body, body);
+        assert_eq!(
+            stored.headers[header::CONTENT_TYPE],
+            headers[header::CONTENT_TYPE]
+        );
+        let within = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        assert!(!within(stored.body.as_ptr()));
+        assert!(!within(
+            stored.headers[header::CONTENT_TYPE].as_bytes().as_ptr()
+        ));
+    }
 
     fn cache(routes: &[&str]) -> ResponseCache {
         ResponseCache::new(CacheSettings {
