@@ -4,12 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Every request allocates small, short-lived buffers across two worker
-/// threads; mimalloc's per-thread free lists serve that without the arena
-/// locks of glibc malloc (see tests/load/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = odgw::cli::Cli::parse();
     odgw::logging::init(cli.log_format);
