@@ -29,6 +29,15 @@ pub struct CacheSettings {
     pub max_size: u64,
 }
 
+/// Memory an entry costs beyond its key, headers and body: the header map
+/// and `Stored` structs, the key's allocations, and moka's own per-entry
+/// records (entry, access-order and expiry nodes, hash-table slot). Counted
+/// in every entry's weight so that `max_size` bounds the memory the cache
+/// really holds, not just the payload bytes; without it, 13,000 small
+/// entries filling a 64 MiB budget took about 2 KiB each more than weighed
+/// (tests/load/RESULTS.md).
+pub(crate) const ENTRY_OVERHEAD: usize = 1024;
+
 /// The key of one cached response. The tenant is always part of it: a key
 /// without it would serve one practice's patient data to another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -121,7 +130,7 @@ impl ResponseCache {
         let entries = Cache::builder()
             .max_capacity(settings.max_size)
             .weigher(|key: &CacheKey, value: &Arc<Stored>| {
-                u32::try_from(key.weight() + value.weight()).unwrap_or(u32::MAX)
+                u32::try_from(key.weight() + value.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(settings.ttl)
             .support_invalidation_closures()
@@ -196,7 +205,8 @@ impl ResponseCache {
         self.shared.entries.entry_count()
     }
 
-    /// Bytes held, as weighed (approximate like [`Self::entry_count`]).
+    /// Bytes held, as weighed: keys, headers, bodies and [`ENTRY_OVERHEAD`]
+    /// per entry (approximate like [`Self::entry_count`]).
     pub fn weighted_size(&self) -> u64 {
         self.shared.entries.weighted_size()
     }

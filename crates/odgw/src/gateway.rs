@@ -827,7 +827,7 @@ fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<File
             out,
             "odgw_cache_bytes",
             "gauge",
-            "Weighted size of the cache in bytes.",
+            "Weighted size of the cache in bytes: keys, headers, bodies and a fixed per-entry overhead.",
             cache.weighted_size(),
         );
         let current = runtime.load();

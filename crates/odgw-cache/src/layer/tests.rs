@@ -503,3 +503,30 @@ async fn a_cacheable_request_without_tenant_is_an_internal_error() {
     assert_eq!(r.headers()["odgw-error"], "internal_error");
     assert_eq!(upstream.calls(), 0);
 }
+
+#[tokio::test]
+async fn max_size_counts_each_entrys_bookkeeping_not_only_its_bytes() {
+    // 64 KiB of budget and 2-byte bodies: weighed by payload alone, hundreds
+    // of entries would fit; with the per-entry overhead, about 64 do.
+    let cache = ResponseCache::new(CacheSettings {
+        routes: vec!["/preferences".to_owned()],
+        ttl: Duration::from_secs(60),
+        max_size: 64 * 1024,
+    });
+    let inner =
+        service_fn(|_req: Request| async { Ok::<_, Infallible>(Response::new(Body::from("{}"))) });
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(cache.clone()))
+        .service(inner);
+    let t = tenant("a", 1);
+    for i in 0..400 {
+        let path = format!("/api/v1/preferences/{i}");
+        let r = svc.clone().oneshot(get(&path, &t)).await.unwrap();
+        assert_eq!(body(r).await, "{}");
+    }
+    cache.run_pending_tasks().await;
+    let entries = cache.entry_count();
+    assert!((32..=64).contains(&entries), "{entries} entries");
+    assert!(cache.weighted_size() <= 64 * 1024);
+    assert!(cache.weighted_size() >= entries * crate::store::ENTRY_OVERHEAD as u64);
+}
