@@ -71,7 +71,8 @@ impl AnnouncedRecords {
         self.waiting.store(false, Ordering::SeqCst);
     }
 
-    fn arrived(&self) {
+    /// One announced record is appended now, or will never come.
+    fn settle(&self) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiting.load(Ordering::SeqCst) {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.none_left.notify_all();
@@ -100,7 +101,7 @@ impl Announcement {
 impl Drop for Announcement {
     fn drop(&mut self) {
         if let Some(records) = self.0.take() {
-            records.arrived();
+            records.settle();
         }
     }
 }

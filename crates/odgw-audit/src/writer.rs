@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use crate::{
     record::{format_ts, seal_into, GENESIS_HASH},
     segment::{inspect_tail, list_segments, segment_name},
-    AnnouncedRecords, Announcement, AuditError, AuditSink, RecordDraft,
+    AnnouncedRecords, Announcement, AuditError, AuditSink, RecordDraft, RecordKind,
 };
 
 /// Default size at which a segment is closed and a new one started.
@@ -48,9 +48,13 @@ const MAX_BATCH: usize = 1024;
 /// ([`AuditSink::announce`]), the writer waits for those records, at most
 /// [`LINGER`], so one fdatasync serves them all instead of a handful. Each
 /// fdatasync costs kernel work (block layer, inode update, a device kick)
-/// that otherwise dominated the audited path's CPU. A lone request, or a
-/// record whose siblings have all arrived, is written at once; the wait
-/// adds at most `LINGER` to a request's latency.
+/// that otherwise dominated the audited path's CPU. A lone request, a
+/// record whose siblings have all arrived, or a batch led by an intent
+/// record (its request waits on it) is written at once. A request stays
+/// announced through its pacing wait and its Open Dental round trip, so
+/// under steady load with a slow upstream most batches wait the full
+/// `LINGER`: the price is bounded, at most `LINGER` added to a request's
+/// latency, for fewer fsyncs.
 const LINGER: Duration = Duration::from_micros(250);
 
 /// Gap between batches below which the writer considers itself busy.
@@ -139,6 +143,10 @@ enum Command {
 struct Pending {
     /// The draft's canonical JSON members, serialized by the appender.
     members: Vec<u8>,
+    /// An intent record: its request cannot go on (nor append the record it
+    /// announced) until this one is durable, so waiting for announced
+    /// records would only delay it.
+    blocks_its_request: bool,
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
@@ -259,13 +267,18 @@ impl AuditSink for FileAuditLog {
     async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
         let sender = self.sender()?;
         let members = draft.to_members();
+        let blocks_its_request = draft.kind == RecordKind::Intent;
         // Not needed while waiting for the fsync; free it on this thread.
         drop(draft);
         let (reply, answer) = oneshot::channel();
         let state = &self.shared.state;
         state.pending.fetch_add(1, Ordering::SeqCst);
         if sender
-            .send(Command::Append(Pending { members, reply }))
+            .send(Command::Append(Pending {
+                members,
+                blocks_its_request,
+                reply,
+            }))
             .is_err()
         {
             state.pending.fetch_sub(1, Ordering::SeqCst);
@@ -397,7 +410,7 @@ impl Writer {
             };
             self.wait_while_held();
             if last_commit.is_some_and(|at| at.elapsed() < BUSY_GAP)
-                && matches!(first, Command::Append(_))
+                && matches!(&first, Command::Append(p) if !p.blocks_its_request)
                 && self.state.announced.outstanding() > 0
             {
                 // Waiting on the announcements (not on the channel) lets

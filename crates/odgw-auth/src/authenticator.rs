@@ -263,7 +263,7 @@ impl Authenticator {
             built.push(build_issuer(issuer, &mut http)?);
         }
         let (shutdown, _) = tokio::sync::watch::channel(());
-        let verified = VerifiedTokens::new(settings.max_lifetime);
+        let verified = VerifiedTokens::new(settings.max_lifetime, settings.leeway);
         let inner = Arc::new(Inner {
             verified,
             settings,
@@ -338,9 +338,10 @@ impl Authenticator {
         let now = now_secs();
         let leeway = inner.settings.leeway.as_secs();
         let remembered = inner.verified.get(&digest, now, leeway, |seen| {
-            match (&inner.issuers[seen.issuer].keys, &seen.key_set) {
-                (IssuerKeys::Jwks(cache), Some(set)) => cache.is_current(set),
-                (IssuerKeys::Static(_), None) => true,
+            let keys = inner.issuers.get(seen.issuer).map(|i| &i.keys);
+            match (keys, &seen.key_set) {
+                (Some(IssuerKeys::Jwks(cache)), Some(set)) => cache.is_current(set),
+                (Some(IssuerKeys::Static(_)), None) => true,
                 _ => false,
             }
         });
@@ -406,6 +407,7 @@ impl Authenticator {
         token::check_audience(claims, &issuer.audiences)?;
         let subject = token::subject(claims)?;
         Ok(Verified {
+            not_before: token::not_before(claims),
             principal: Principal {
                 subject,
                 issuer: issuer.issuer.clone(),

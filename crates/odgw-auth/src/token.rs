@@ -121,6 +121,20 @@ pub(crate) fn is_expired(exp: u64, now: u64, leeway: u64) -> bool {
     now >= exp.saturating_add(leeway)
 }
 
+/// Whether a time the token says has passed (`nbf`, `iat`) is still ahead
+/// of `now` by more than the clock-skew `leeway`.
+pub(crate) fn is_premature(at: u64, now: u64, leeway: u64) -> bool {
+    at > now.saturating_add(leeway)
+}
+
+/// The later of `nbf` and `iat`: before it (minus leeway) the token is
+/// refused. Call after [`check_times`] accepted the claims.
+pub(crate) fn not_before(claims: &Map<String, Value>) -> Option<u64> {
+    let nbf = numeric_date(claims, "nbf").ok().flatten();
+    let iat = numeric_date(claims, "iat").ok().flatten();
+    nbf.max(iat)
+}
+
 /// The time rules: `exp` required, `nbf`, future `iat`, `max_lifetime`.
 /// All values in seconds. Returns `exp`.
 pub(crate) fn check_times(
@@ -135,10 +149,10 @@ pub(crate) fn check_times(
     if is_expired(exp, now, leeway) {
         return Err(AuthError::Expired);
     }
-    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+    if nbf.is_some_and(|nbf| is_premature(nbf, now, leeway)) {
         return Err(AuthError::NotYetValid);
     }
-    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+    if iat.is_some_and(|iat| is_premature(iat, now, leeway)) {
         return Err(AuthError::IssuedInFuture);
     }
     let too_long = match iat {

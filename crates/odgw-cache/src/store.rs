@@ -79,10 +79,16 @@ impl Stored {
         let kept = storable_headers(headers);
         let mut own = HeaderMap::with_capacity(kept.len());
         for (name, value) in &kept {
-            if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-                copy.set_sensitive(value.is_sensitive());
-                own.append(name.clone(), copy);
-            }
+            // A value hyper parsed is always valid again; were it not, the
+            // shared original is kept rather than the header dropped.
+            let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                Err(_) => value.clone(),
+            };
+            own.append(name.clone(), copy);
         }
         Self {
             headers: own,
@@ -132,7 +138,8 @@ impl ResponseCache {
             .weigher(|key: &CacheKey, value: &Arc<Stored>| {
                 u32::try_from(key.weight() + value.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
-            .time_to_live(settings.ttl)
+            // moka refuses lifetimes over 1000 years; a year is plenty.
+            .time_to_live(settings.ttl.min(Duration::from_secs(365 * 24 * 3600)))
             .support_invalidation_closures()
             .build();
         let routes = settings
@@ -352,6 +359,16 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_ttl_does_not_panic() {
+        let cache = ResponseCache::new(CacheSettings {
+            routes: vec!["/preferences".to_owned()],
+            ttl: Duration::from_secs(u64::MAX / 4),
+            max_size: 1 << 20,
+        });
+        assert_eq!(cache.entry_count(), 0);
+    }
 
     #[test]
     fn stored_responses_do_not_pin_the_connection_buffer() {

@@ -36,7 +36,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// A [`KeyStore`] that answers `get` from memory and passes everything
 /// else through, dropping cached records on every write.
-#[derive(Debug)]
 pub struct CachedKeyStore {
     inner: Arc<dyn KeyStore>,
     records: moka::sync::Cache<TenantId, Arc<TenantRecord>>,
@@ -70,17 +69,42 @@ impl CachedKeyStore {
     }
 
     /// Runs `write` against the inner store, then forgets `id` whatever the
-    /// outcome: a failed write may still have reached the disk.
+    /// outcome: a failed write may still have reached the disk. The
+    /// forgetting happens on drop, so it also runs when the caller stops
+    /// waiting (a client hanging up during the flush): the store may
+    /// already show the new record by then.
     async fn write<T>(
         &self,
         id: &TenantId,
         write: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = write.await;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.records.invalidate(id);
-        result
+        let _forget = Forget { store: self, id };
+        write.await
+    }
+}
+
+/// Drops a tenant's cached record when it goes out of scope.
+struct Forget<'a> {
+    store: &'a CachedKeyStore,
+    id: &'a TenantId,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let store = self.store;
+        let _guard = store.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        store.epoch.fetch_add(1, Ordering::AcqRel);
+        store.records.invalidate(self.id);
+    }
+}
+
+impl std::fmt::Debug for CachedKeyStore {
+    // Not derived: moka's Debug would list every cached tenant.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedKeyStore")
+            .field("inner", &self.inner)
+            .field("cached", &self.records.entry_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,6 +179,8 @@ mod tests {
         hold_reads: std::sync::atomic::AtomicBool,
         read_done: Notify,
         release: Notify,
+        /// Puts apply, then never finish (a flush the caller stops awaiting).
+        hang_after_put: std::sync::atomic::AtomicBool,
     }
 
     #[derive(Debug)]
@@ -179,7 +205,11 @@ mod tests {
             id: &TenantId,
             input: TenantInput,
         ) -> Result<(PutOutcome, TenantSummary), StoreError> {
-            self.inner.put(id, input).await
+            let result = self.inner.put(id, input).await;
+            if self.probe.hang_after_put.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            result
         }
         async fn list(&self) -> Result<Vec<TenantSummary>, StoreError> {
             self.inner.list().await
@@ -268,6 +298,21 @@ mod tests {
         probe.hold_reads.store(false, Ordering::SeqCst);
         probe.release.notify_one();
         assert_eq!(slow_read.await.unwrap().as_deref(), Some("OLD-KEY"));
+        assert_eq!(customer_key(&store).await.as_deref(), Some("NEW-KEY"));
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_mid_flush_still_drops_the_old_record() {
+        let (store, probe) = cached();
+        store.put(&acme(), input("OLD-KEY")).await.unwrap();
+        assert_eq!(customer_key(&store).await.as_deref(), Some("OLD-KEY"));
+        probe.hang_after_put.store(true, Ordering::SeqCst);
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            store.put(&acme(), input("NEW-KEY")),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the put was meant to hang");
         assert_eq!(customer_key(&store).await.as_deref(), Some("NEW-KEY"));
     }
 
