@@ -387,3 +387,36 @@ async fn jwks_rotation_is_picked_up_without_restart() {
     assert!(text.contains("odgw_jwks_fetches_total 2"), "{text}");
     assert!(text.contains("odgw_jwks_fetch_failures_total 0"), "{text}");
 }
+
+#[tokio::test]
+async fn a_repeated_token_is_answered_from_memory_and_counted() {
+    let gw = TestGateway::start().await;
+    let token = gw.token(json!({}));
+    for _ in 0..3 {
+        assert_eq!(
+            gw.get("/api/v1/patients/11", Some(&token)).await.status,
+            200
+        );
+    }
+    // A forged copy is never answered from memory.
+    let forged = format!("{token}x");
+    gw.get("/api/v1/patients/11", Some(&forged))
+        .await
+        .assert_problem(401, "invalid_token");
+    let metrics = gw
+        .send(
+            Request::get(format!("http://{}/metrics", gw.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("odgw_token_verifications_remembered_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("odgw_token_verifications_checked_total 2"),
+        "{text}"
+    );
+}

@@ -301,6 +301,13 @@ impl Authenticator {
             .fold((0, 0), |(a, f), (ca, cf)| (a + ca, f + cf))
     }
 
+    /// Token verifications answered from memory (a byte-identical token
+    /// verified before) and verifications checked in full, successful or
+    /// not, since this authenticator was built: for metrics.
+    pub fn verification_counts(&self) -> (u64, u64) {
+        self.inner.verified.counts()
+    }
+
     /// Starts the periodic JWKS refresh. The task holds only a weak
     /// reference and ends as soon as the last clone of this authenticator is
     /// dropped (or at once when no issuer uses a JWKS).
@@ -348,6 +355,7 @@ impl Authenticator {
         if let Some(seen) = remembered {
             return Ok(seen.principal.clone());
         }
+        inner.verified.count_checked();
         let verified = self.verify_fully(token, now).await?;
         let principal = verified.principal.clone();
         inner.verified.insert(digest, verified);

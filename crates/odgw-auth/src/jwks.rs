@@ -206,6 +206,8 @@ pub(crate) struct JwksCache {
     uri: Uri,
     allowed: Vec<Algorithm>,
     keys: RwLock<KeySet>,
+    /// SHA-256 of the document `keys` came from.
+    document_digest: std::sync::Mutex<Option<[u8; 32]>>,
     /// A fetch has succeeded at least once.
     loaded: AtomicBool,
     /// Fetch attempts made so far; lets a waiter see that the fetch it queued
@@ -228,6 +230,7 @@ impl JwksCache {
             uri,
             allowed,
             keys: RwLock::new(Arc::new(Vec::new())),
+            document_digest: std::sync::Mutex::new(None),
             loaded: AtomicBool::new(false),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -320,17 +323,27 @@ impl JwksCache {
         timeout: Duration,
     ) {
         *last = Some(Instant::now());
-        let result = fetch(client, &self.uri, timeout)
-            .await
-            .and_then(|body| parse_jwks(&body, &self.allowed));
+        let result = fetch(client, &self.uri, timeout).await.and_then(|body| {
+            let digest = crate::verified::digest_of_bytes(&body);
+            parse_jwks(&body, &self.allowed).map(|keys| (keys, digest))
+        });
         match result {
-            Ok(keys) => {
+            Ok((keys, digest)) => {
                 if keys.is_empty() {
                     tracing::warn!(issuer = %self.issuer, jwks_url = %self.uri, "jwks holds no usable key");
                 } else {
                     tracing::debug!(issuer = %self.issuer, keys = keys.len(), "jwks refreshed");
                 }
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                // The same document keeps the same key set, so tokens verified
+                // against it stay remembered (a new set drops them all).
+                let mut fetched = self
+                    .document_digest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *fetched != Some(digest) {
+                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                    *fetched = Some(digest);
+                }
                 self.loaded.store(true, Ordering::Release);
             }
             Err(error) => {

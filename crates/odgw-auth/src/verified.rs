@@ -17,7 +17,10 @@
 //!   builds a new one with an empty cache.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,8 +41,13 @@ const LONGEST_STAY: Duration = Duration::from_secs(366 * 24 * 3600);
 pub(crate) type TokenDigest = [u8; 32];
 
 pub(crate) fn digest_of(token: &str) -> TokenDigest {
+    digest_of_bytes(token.as_bytes())
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn digest_of_bytes(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
     out
 }
 
@@ -58,6 +66,9 @@ pub(crate) struct Verified {
 
 pub(crate) struct VerifiedTokens {
     entries: moka::sync::Cache<TokenDigest, Arc<Verified>>,
+    /// Tokens answered from memory / checked in full (for metrics).
+    remembered: AtomicU64,
+    checked: AtomicU64,
 }
 
 /// Evicts each entry when its token expires (`exp` plus leeway).
@@ -96,7 +107,23 @@ impl VerifiedTokens {
                     longest,
                 })
                 .build(),
+            remembered: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
         }
+    }
+
+    /// Verifications answered from memory and verifications checked in
+    /// full (successful or not) since this cache was built.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.remembered.load(Ordering::Relaxed),
+            self.checked.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts a verification that was not answered from memory.
+    pub(crate) fn count_checked(&self) {
+        self.checked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The remembered verification of this token, if it still holds at
@@ -118,6 +145,7 @@ impl VerifiedTokens {
             self.entries.invalidate(digest);
             return None;
         }
+        self.remembered.fetch_add(1, Ordering::Relaxed);
         Some(entry)
     }
 

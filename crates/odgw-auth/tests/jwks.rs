@@ -356,3 +356,32 @@ async fn background_refresh_ends_when_the_authenticator_is_dropped() {
         .expect("task ended")
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_unchanged_jwks_keeps_tokens_remembered_and_a_changed_one_does_not() {
+    let server = JwksServer::start(vec![jwk("rsa", Algorithm::RS256, "k1", true)]).await;
+    let settings = AuthSettings {
+        jwks_refresh_interval: Duration::from_millis(50),
+        jwks_min_refetch_interval: Duration::from_secs(600),
+        ..settings()
+    };
+    let auth = jwks_auth(&server, &[Algorithm::RS256], settings).await;
+    let refresher = auth.spawn_background_refresh();
+    let token = sign(Algorithm::RS256, "rsa", Some("k1"), &claims(ISS));
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.verification_counts(), (0, 1));
+
+    // The same document fetched again: the token is still answered from memory.
+    let before = server.hits();
+    assert!(eventually(|| server.hits() >= before + 2).await);
+    assert!(auth.verify(&token).await.is_ok());
+    assert_eq!(auth.verification_counts(), (1, 1));
+
+    // The key is withdrawn: the next use is checked in full, and refused.
+    server.set_keys(vec![jwk("rsa2", Algorithm::RS256, "k2", true)]);
+    let before = server.hits();
+    assert!(eventually(|| server.hits() >= before + 2).await);
+    assert_eq!(auth.verify(&token).await, Err(AuthError::UnknownKeyId));
+    assert_eq!(auth.verification_counts(), (1, 2));
+    refresher.abort();
+}

@@ -856,6 +856,21 @@ fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<File
             "JWKS fetches that failed; the last good keys were kept.",
             failures,
         );
+        let (remembered, checked) = current.authenticator.verification_counts();
+        write_metric(
+            out,
+            "odgw_token_verifications_remembered_total",
+            "counter",
+            "Bearer tokens accepted from memory: verified before, unexpired, keys unchanged.",
+            remembered,
+        );
+        write_metric(
+            out,
+            "odgw_token_verifications_checked_total",
+            "counter",
+            "Bearer tokens checked in full (signature and claims), accepted or not.",
+            checked,
+        );
     }));
     let audit = audit.clone();
     let (audit_layer, intent_layer) = (
