@@ -210,14 +210,7 @@ async fn every_request_of_every_outcome_leaves_exactly_one_record() {
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["records"], lines.len() as u64);
     // Batch size and write latency are derivable from the metrics.
-    let metrics = gw
-        .send(
-            Request::get(format!("http://{}/metrics", gw.admin))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -376,14 +376,7 @@ async fn jwks_rotation_is_picked_up_without_restart() {
     *jwks.doc.lock().unwrap() = "not json".into();
     assert_eq!(gw.get("/api/v1/patients/11", Some(&k2)).await.status, 200);
     // Startup fetch plus the one refetch for k2, both good.
-    let metrics = gw
-        .send(
-            Request::get(format!("http://{}/metrics", gw.admin))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     assert!(text.contains("odgw_jwks_fetches_total 2"), "{text}");
     assert!(text.contains("odgw_jwks_fetch_failures_total 0"), "{text}");
 }
@@ -403,14 +396,7 @@ async fn a_repeated_token_is_answered_from_memory_and_counted() {
     gw.get("/api/v1/patients/11", Some(&forged))
         .await
         .assert_problem(401, "invalid_token");
-    let metrics = gw
-        .send(
-            Request::get(format!("http://{}/metrics", gw.admin))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     assert!(
         text.contains("odgw_token_verifications_remembered_total 2"),
         "{text}"

@@ -310,6 +310,19 @@ write_timeout = "1s"
         self.send(b.body(Full::new(body)).unwrap()).await
     }
 
+    /// The Prometheus text of the admin listener's `/metrics` (asserted 200).
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .send(
+                Request::get(format!("http://{}/metrics", self.admin))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        String::from_utf8_lossy(&resp.body).into_owned()
+    }
+
     pub async fn put_tenant(&self, id: &str, customer_key: &str) -> Resp {
         let resp = self
             .admin(

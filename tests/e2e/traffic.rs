@@ -61,14 +61,7 @@ async fn a_burst_is_spaced_to_the_budget_and_open_dental_never_throttles() {
     }
     assert!(started.elapsed() >= Duration::from_secs(9));
     // The waits show in the pacing histogram: ten waited, the last ~9 s.
-    let metrics = gw
-        .send(
-            Request::get(format!("http://{}/metrics", gw.admin))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     assert!(text.contains("odgw_pacing_wait_seconds_count 10"), "{text}");
     assert!(
         text.contains(r#"odgw_pacing_wait_seconds_bucket{le="0.25"} 1"#),
@@ -174,14 +167,7 @@ async fn the_subject_limit_answers_at_once_with_a_problem() {
         "the refused request never reached Open Dental"
     );
     // The rejection is counted by reason; Open Dental's answers by status.
-    let metrics = gw
-        .send(
-            Request::get(format!("http://{}/metrics", gw.admin))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     assert!(
         text.contains(r#"odgw_errors_total{code="rate_limited"} 1"#),
         "{text}"

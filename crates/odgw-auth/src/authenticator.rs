@@ -1,11 +1,6 @@
 //! [`Authenticator`]: the configured issuers and their keys, and `verify`.
 
-use std::{
-    collections::HashSet,
-    fmt,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashSet, fmt, sync::Arc};
 
 use http::Uri;
 use jsonwebtoken::{jwk::EllipticCurve, jwk::Jwk, Algorithm, AlgorithmFamily, DecodingKey};
@@ -64,12 +59,6 @@ impl fmt::Debug for Authenticator {
             .field("issuers", &self.inner.issuers)
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn family_name(family: AlgorithmFamily) -> &'static str {
@@ -342,7 +331,7 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let digest = digest_of(token);
         let inner = &self.inner;
-        let now = now_secs();
+        let now = token::now_secs();
         let leeway = inner.settings.leeway.as_secs();
         let remembered = inner.verified.get(&digest, now, leeway, |seen| {
             let keys = inner.issuers.get(seen.issuer).map(|i| &i.keys);

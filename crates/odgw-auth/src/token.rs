@@ -114,6 +114,14 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
+/// Now, as a JWT NumericDate: seconds since the Unix epoch (0 if the clock
+/// reads earlier).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// RFC 7519 §4.1.4: the token is usable only before `exp` (plus the
 /// configured clock-skew `leeway`). Shared with the verified-token cache so
 /// a remembered token expires exactly when a fresh check would refuse it.

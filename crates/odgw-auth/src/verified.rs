@@ -21,7 +21,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use aws_lc_rs::digest;
@@ -84,9 +84,7 @@ impl Expiry<TokenDigest, Arc<Verified>> for UntilExpiry {
         value: &Arc<Verified>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = token::now_secs();
         let usable_until = value.principal.expires_at.saturating_add(self.leeway);
         Some(Duration::from_secs(usable_until.saturating_sub(now)).min(self.longest))
     }
@@ -168,10 +166,7 @@ mod tests {
     /// Now, in seconds: entries are evicted by the real clock, so test times
     /// are offsets from it.
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        token::now_secs()
     }
 
     /// A verified token valid from `exp - 1100` (its `nbf`) until `exp`.
