@@ -20,7 +20,8 @@ use odgw_audit::{
     RecordDraft, RecordKind,
 };
 use odgw_core::{
-    Body, ClientIp, ErrorCode, GatewayError, Principal, Request, RequestFacts, RequestId, Response,
+    Body, ClientIp, ErrorCode, GatewayError, Identity, Principal, Request, RequestFacts, RequestId,
+    Response,
 };
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
@@ -356,13 +357,13 @@ async fn intent_is_durable_before_the_upstream_call() {
     svc.clone().oneshot(get).await.unwrap();
     assert_eq!(sink.drafts().len(), 1);
     let (mut delete, _) = request(Method::DELETE, "/api/v1/appointments/3");
-    delete.extensions_mut().insert(Principal {
+    delete.extensions_mut().insert(Principal::new(Identity {
         subject: "bob".into(),
         issuer: "https://idp.example.com/".into(),
         tenants: vec!["demo".into()],
         scopes: vec!["od:write".into()],
         expires_at: 0,
-    });
+    }));
     svc.oneshot(delete).await.unwrap();
     let drafts = sink.drafts();
     assert_eq!(drafts.len(), 2);

@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt, sync::Arc};
 
 use http::Uri;
 use jsonwebtoken::{jwk::EllipticCurve, jwk::Jwk, Algorithm, AlgorithmFamily, DecodingKey};
-use odgw_core::Principal;
+use odgw_core::{Identity, Principal};
 use tokio::task::JoinHandle;
 
 use crate::{
@@ -405,13 +405,13 @@ impl Authenticator {
         let subject = token::subject(claims)?;
         Ok(Verified {
             not_before: token::not_before(claims),
-            principal: Principal {
+            principal: Principal::new(Identity {
                 subject,
                 issuer: issuer.issuer.clone(),
                 tenants: token::tenants(claims, &settings.tenant_claim),
                 scopes: token::scopes(claims),
                 expires_at,
-            },
+            }),
             issuer: issuer_index,
             key_set,
         })

@@ -78,15 +78,16 @@ pub fn api_path(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use odgw_core::Identity;
 
     fn principal(scopes: &[&str]) -> Principal {
-        Principal {
+        Principal::new(Identity {
             subject: "u".into(),
             issuer: "i".into(),
             tenants: vec![],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
-        }
+        })
     }
 
     #[test]

@@ -50,15 +50,16 @@ pub fn select_tenant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use odgw_core::Identity;
 
     fn principal(tenants: &[&str]) -> Principal {
-        Principal {
+        Principal::new(Identity {
             subject: "u".into(),
             issuer: "i".into(),
             tenants: tenants.iter().map(|s| s.to_string()).collect(),
             scopes: vec![],
             expires_at: 0,
-        }
+        })
     }
 
     fn hv(s: &str) -> HeaderValue {

@@ -162,6 +162,7 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use odgw_core::Identity;
 
     /// Now, in seconds: entries are evicted by the real clock, so test times
     /// are offsets from it.
@@ -172,13 +173,13 @@ mod tests {
     /// A verified token valid from `exp - 1100` (its `nbf`) until `exp`.
     fn verified(exp: u64) -> Verified {
         Verified {
-            principal: Principal {
+            principal: Principal::new(Identity {
                 subject: "alice".into(),
                 issuer: "iss".into(),
                 tenants: vec!["acme".into()],
                 scopes: vec!["od:read".into()],
                 expires_at: exp,
-            },
+            }),
             not_before: Some(exp - 1100),
             issuer: 0,
             key_set: None,

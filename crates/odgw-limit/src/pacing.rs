@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 use odgw_core::{
     Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestFacts, RequestId, Response,
-    Tenant,
+    ReturnedRequest, Tenant,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -35,7 +35,8 @@ pub const MAX_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(120);
 ///   tenant is paused for its `Retry-After`; a GET or HEAD without a body is
 ///   retried once if a slot comes within the request's deadline (arrival +
 ///   `queue_timeout`); otherwise, and for every other method, 429
-///   `upstream_throttled`.
+///   `upstream_throttled`. The retry is sent from the [`ReturnedRequest`]
+///   the inner service put on its 429; without one there is no retry.
 #[derive(Debug, Clone)]
 pub struct PacingLayer {
     pacer: Arc<dyn Pacer>,
@@ -137,11 +138,14 @@ where
         return Ok(rate_limited(&rejection, &request_id));
     }
 
-    let replay = Replay::capture(&request);
-    let response = inner.ready().await?.call(request).await?;
+    let replayable = replayable(&request);
+    let mut response = inner.ready().await?.call(request).await?;
     let Some(retry_after) = upstream_throttle(&response) else {
         return Ok(response);
     };
+    // Taken out whatever happens next: it holds the client's headers and
+    // must not travel further up with the response.
+    let returned = response.extensions_mut().remove::<ReturnedRequest>();
     pacer.pause_until(&tenant_id, Instant::now() + retry_after);
     tracing::warn!(
         tenant = %tenant_id,
@@ -150,7 +154,7 @@ where
         "open dental answered 429; tenant paused"
     );
 
-    let Some(replay) = replay else {
+    let Some(ReturnedRequest(head)) = returned.filter(|_| replayable) else {
         return Ok(upstream_throttled(retry_after, limit, &request_id));
     };
     let budget = deadline.saturating_duration_since(Instant::now());
@@ -162,53 +166,30 @@ where
         ));
     }
     drop(response);
-    let response = inner.ready().await?.call(replay.into_request()).await?;
+    let again = Request::from_parts(head, Body::empty());
+    let mut response = inner.ready().await?.call(again).await?;
     match upstream_throttle(&response) {
         None => Ok(response),
         Some(retry_after) => {
+            response.extensions_mut().remove::<ReturnedRequest>();
             pacer.pause_until(&tenant_id, Instant::now() + retry_after);
             Ok(upstream_throttled(retry_after, limit, &request_id))
         }
     }
 }
 
-/// What is needed to send a bodiless GET or HEAD a second time.
-struct Replay {
-    method: Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
-}
-
-impl Replay {
-    /// `None` for requests that must never be retried: writes, and anything
-    /// whose body is not known to be empty (it is consumed by the first try).
-    fn capture(request: &Request) -> Option<Self> {
-        let read = matches!(*request.method(), Method::GET | Method::HEAD);
-        let declared_empty = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0");
-        let body_empty = request.body().size_hint().exact() == Some(0);
-        (read && declared_empty && body_empty).then(|| Self {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-            extensions: request.extensions().clone(),
-        })
-    }
-
-    fn into_request(self) -> Request {
-        let mut request = Request::new(Body::empty());
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
-        request
-    }
+/// Whether the request may be sent a second time after an upstream 429: a
+/// GET or HEAD whose body is known to be empty. Writes never are, nor
+/// anything whose body the first try consumed. The head itself comes back
+/// from the forwarder ([`ReturnedRequest`]), so nothing is copied up front.
+fn replayable(request: &Request) -> bool {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let declared_empty = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0");
+    let body_empty = request.body().size_hint().exact() == Some(0);
+    read && declared_empty && body_empty
 }
 
 /// The pause Open Dental asks for, if this response is its 429 (odgw's own
@@ -344,6 +325,17 @@ mod tests {
         r
     }
 
+    /// Upstream's 429 as the forwarder passes it up: with the head of a
+    /// bodiless request returned in it.
+    fn throttled_returning(req: Request, retry_after: &str) -> Response {
+        let (head, body) = req.into_parts();
+        let mut response = upstream_429(retry_after);
+        if body.is_end_stream() {
+            response.extensions_mut().insert(ReturnedRequest(head));
+        }
+        response
+    }
+
     async fn problem(response: Response) -> serde_json::Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
@@ -370,7 +362,7 @@ mod tests {
                     .push((req.method().clone(), Instant::now()));
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 if n < throttled {
-                    Ok(upstream_429(retry_after))
+                    Ok(throttled_returning(req, retry_after))
                 } else {
                     Ok(Response::new(Body::from("ok")))
                 }
@@ -437,6 +429,64 @@ mod tests {
         let calls = calls.lock().unwrap();
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[1].1 - t0, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_is_the_returned_request_and_the_head_goes_no_further() {
+        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = Arc::clone(&seen);
+        let count = Arc::new(AtomicUsize::new(0));
+        let inner = service_fn(move |req: Request| {
+            seen2.lock().unwrap().push((
+                req.extensions().get::<RequestId>().cloned(),
+                req.headers().get(header::ACCEPT).cloned(),
+                req.uri().clone(),
+            ));
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, std::convert::Infallible>(if n < 2 {
+                    throttled_returning(req, "1")
+                } else {
+                    Response::new(Body::from("ok"))
+                })
+            }
+        });
+        let svc = ServiceBuilder::new()
+            .layer(PacingLayer::new(pacer, settings(10, 64)))
+            .service(inner);
+        let t = tenant(one_per_second(), 1);
+        let mut req = request(Method::GET, &t);
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let id = req.extensions().get::<RequestId>().cloned();
+        let response = svc.oneshot(req).await.unwrap();
+        // The retry was throttled too: odgw's own 429, with no head in it.
+        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
+        assert!(response.extensions().get::<ReturnedRequest>().is_none());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], seen[1], "the retry is the same request");
+        assert_eq!(seen[1].0, id);
+        assert_eq!(seen[1].1.as_ref().unwrap(), "application/json");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_without_a_returned_request_is_not_retried() {
+        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let calls2 = Arc::clone(&calls);
+        let inner = service_fn(move |_req: Request| {
+            calls2.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(upstream_429("1")) }
+        });
+        let svc = ServiceBuilder::new()
+            .layer(PacingLayer::new(pacer, settings(10, 64)))
+            .service(inner);
+        let t = tenant(one_per_second(), 1);
+        let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
+        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -616,7 +666,7 @@ mod tests {
             async move {
                 if first {
                     let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
-                    Ok::<_, std::convert::Infallible>(upstream_429(&date))
+                    Ok::<_, std::convert::Infallible>(throttled_returning(req, &date))
                 } else {
                     Ok(Response::new(Body::from("ok")))
                 }

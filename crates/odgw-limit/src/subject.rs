@@ -295,19 +295,20 @@ mod tests {
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     use super::*;
+    use odgw_core::Identity;
 
     fn request(tenant: &str, subject: &str) -> Request {
         let mut req = Request::new(Body::empty());
         req.extensions_mut().insert(RequestId::generate());
         req.extensions_mut()
             .insert(TenantId::parse(tenant).unwrap());
-        req.extensions_mut().insert(Principal {
+        req.extensions_mut().insert(Principal::new(Identity {
             subject: subject.to_owned(),
             issuer: "https://idp.example.com/".to_owned(),
             tenants: vec![tenant.to_owned()],
             scopes: vec!["od:read".to_owned()],
             expires_at: 0,
-        });
+        }));
         req
     }
 
@@ -358,11 +359,10 @@ mod tests {
         let r = svc.clone().oneshot(request("b", "alice")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let mut other_issuer = request("a", "alice");
-        other_issuer
-            .extensions_mut()
-            .get_mut::<Principal>()
-            .unwrap()
-            .issuer = "https://other.example.com/".to_owned();
+        let extensions = other_issuer.extensions_mut();
+        let mut identity = Identity::clone(extensions.get::<Principal>().unwrap());
+        identity.issuer = "https://other.example.com/".to_owned();
+        extensions.insert(Principal::new(identity));
         let r = svc.oneshot(other_issuer).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }

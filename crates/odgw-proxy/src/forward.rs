@@ -8,10 +8,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body::Body as _;
 use odgw_core::{
-    Body, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response, Tenant,
+    Body, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response, ReturnedRequest,
+    Tenant,
 };
 use tokio::time::Instant;
 use tower::Service;
@@ -34,6 +35,8 @@ use crate::{
 /// Reads [`Tenant`], [`RequestId`] and [`RequestFacts`] from the request
 /// extensions (a missing one is 500 `internal_error`: an outer layer is
 /// missing), and fills `upstream_status` and `upstream_ms` in the facts.
+/// An upstream 429 to a request without a body carries that request's head
+/// back as a [`ReturnedRequest`], for pacing's retry.
 /// Failures: 502 `upstream_unavailable`, 504 `upstream_timeout`, and 413
 /// `body_too_large` when the [`crate::Guard`] cut the body off.
 #[derive(Debug, Clone)]
@@ -98,11 +101,12 @@ async fn forward(client: UpstreamClient, request: Request) -> Response {
         }
     };
 
-    let (parts, body) = request.into_parts();
-    let mut headers = upstream_headers(&parts.headers, &tenant.authorization, &request_id);
+    let (head, body) = request.into_parts();
+    let mut headers = upstream_headers(&head.headers, &tenant.authorization, &request_id);
     frame_body(&mut headers, &body);
+    let bodiless = body.is_end_stream();
     let mut upstream = http::Request::new(body);
-    *upstream.method_mut() = parts.method;
+    *upstream.method_mut() = head.method.clone();
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
 
@@ -149,6 +153,10 @@ async fn forward(client: UpstreamClient, request: Request) -> Response {
     strip_hop_by_hop(&mut parts.headers);
     strip_odgw_headers(&mut parts.headers);
     parts.extensions = http::Extensions::new();
+    if parts.status == StatusCode::TOO_MANY_REQUESTS && bodiless {
+        // Pacing may send it again once the tenant's pause is over.
+        parts.extensions.insert(ReturnedRequest(head));
+    }
     Response::from_parts(parts, Body::new(body))
 }
 

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use odgw_core::{
-    Body, ErrorCode, Rate, Request, RequestFacts, RequestId, Response, SecretString, Tenant,
-    TenantId,
+    Body, ErrorCode, Rate, Request, RequestFacts, RequestId, Response, ReturnedRequest,
+    SecretString, Tenant, TenantId,
 };
 use odgw_proxy::{Forwarder, GuardLayer, UpstreamClient, UpstreamSettings};
 use tokio::{
@@ -106,7 +106,13 @@ async fn record(
     let builder = http::Response::builder()
         .header("x-od-trace", "t1")
         .header("content-type", "application/json");
-    if parts.uri.path() == "/api/v1/missing" {
+    if parts.uri.path() == "/api/v1/throttled" {
+        builder
+            .status(429)
+            .header("retry-after", "1")
+            .body(axum::body::Body::from(r#"{"error":"slow down"}"#))
+            .unwrap()
+    } else if parts.uri.path() == "/api/v1/missing" {
         builder
             .status(404)
             .header("odgw-error", "spoofed")
@@ -253,6 +259,46 @@ async fn upstream_errors_pass_through_untouched() {
     assert!(response.headers().get("proxy-authenticate").is_none());
     assert_eq!(body_bytes(response).await, r#"{"error":"not found"}"#);
     assert_eq!(facts.snapshot().upstream_status, Some(404));
+}
+
+/// Pacing retries a throttled read from the head the forwarder hands back,
+/// so the head must come back whole, and only where a retry is possible.
+#[tokio::test]
+async fn an_upstream_429_hands_back_the_head_of_a_bodiless_request_only() {
+    let (addr, log) = recording_upstream().await;
+    let (mut req, _) = request("GET", "/api/v1/throttled?a=1", addr, Body::empty());
+    req.headers_mut()
+        .insert("accept", HeaderValue::from_static("application/json"));
+    let response = forwarder(PATIENCE).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let ReturnedRequest(head) = response.extensions().get::<ReturnedRequest>().unwrap();
+    assert_eq!(head.method, "GET");
+    assert_eq!(head.uri, "/api/v1/throttled?a=1");
+    assert_eq!(head.headers["accept"], "application/json");
+    let id = head.extensions.get::<RequestId>().unwrap();
+    assert_eq!(id.as_str(), "rid-42");
+    assert!(head.extensions.get::<Tenant>().is_some());
+
+    // Sending the head again is the same request upstream.
+    let again = Request::from_parts(head.clone(), Body::empty());
+    let response = forwarder(PATIENCE).oneshot(again).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].uri, seen[1].uri);
+    assert_eq!(seen[0].headers, seen[1].headers);
+
+    // A request with a body cannot be sent again: no head comes back.
+    let (req, _) = request("POST", "/api/v1/throttled", addr, Body::from("{}"));
+    let response = forwarder(PATIENCE).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.extensions().get::<ReturnedRequest>().is_none());
+
+    // Nor does any answer other than 429.
+    let (req, _) = request("GET", "/api/v1/patients", addr, Body::empty());
+    let response = forwarder(PATIENCE).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.extensions().get::<ReturnedRequest>().is_none());
 }
 
 #[tokio::test]
