@@ -22,11 +22,6 @@ use odgw_keystore::TenantInput;
 use odgw_mock::{KeyPair, MockConfig, MockUpstream};
 use tower::ServiceExt;
 
-/// The allocator of the odgw binary (see its `main.rs`), so the paths are
-/// measured as they run in production.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// Requests in flight at once. Group commit trades a little latency (a
 /// request waits for its batch's fsync) for throughput, so the ratio depends
 /// on how many requests overlap: measure a moderate and a busy gateway.

@@ -4,12 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc, not the system allocator: see the workspace Cargo.toml, and
-/// tests/load/RESULTS.md for the measured difference.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let cli = odgw::cli::Cli::parse();
     odgw::logging::init(cli.log_format);
