@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use http::HeaderValue;
+use http::{HeaderValue, Method};
 use odgw_core::{headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response};
 use tower::{Layer, Service};
 
@@ -93,22 +93,61 @@ where
                 upstream_ms: facts.upstream_ms,
                 pacing_wait_ms: facts.pacing_wait_ms,
             });
-            tracing::info!(
-                target: "odgw::access",
-                request_id = %request_id,
-                method = %method,
-                path = %path,
+            AccessLine {
+                request_id: &request_id,
+                method: &method,
+                path: &path,
                 status,
                 outcome,
-                error_code = code.map(ErrorCode::as_str),
-                tenant = facts.tenant.as_deref(),
-                subject = facts.subject.as_deref(),
-                upstream_status = facts.upstream_status,
-                upstream_ms = facts.upstream_ms,
-                duration_ms = elapsed.as_millis() as u64,
-                "request"
-            );
+                error_code: code,
+                tenant: facts.tenant.as_deref(),
+                subject: facts.subject.as_deref(),
+                upstream_status: facts.upstream_status,
+                upstream_ms: facts.upstream_ms,
+                duration_ms: elapsed.as_millis() as u64,
+            }
+            .emit();
             Ok(response)
         })
+    }
+}
+
+/// The one access-log line of a finished request (target `odgw::access`).
+/// The request-context layer is its only producer in the gateway; the log
+/// formatter's tests and the `log_line` bench emit it through here too, so
+/// they format exactly the event the gateway writes.
+#[derive(Debug)]
+pub struct AccessLine<'a> {
+    pub request_id: &'a RequestId,
+    pub method: &'a Method,
+    /// As received, client-controlled: the formatter must escape it.
+    pub path: &'a str,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub error_code: Option<ErrorCode>,
+    pub tenant: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub upstream_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+impl AccessLine<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            target: "odgw::access",
+            request_id = %self.request_id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            outcome = self.outcome,
+            error_code = self.error_code.map(ErrorCode::as_str),
+            tenant = self.tenant,
+            subject = self.subject,
+            upstream_status = self.upstream_status,
+            upstream_ms = self.upstream_ms,
+            duration_ms = self.duration_ms,
+            "request"
+        );
     }
 }
