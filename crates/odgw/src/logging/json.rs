@@ -175,48 +175,27 @@ fn write_timestamp<W: fmt::Write>(out: &mut W, now: std::time::SystemTime) -> fm
         Ok(since) if since.as_secs() < YEAR_10000 => since,
         _ => return SystemTime.format_time(&mut Writer::new(&mut Escaped(out))),
     };
-    let secs = since_epoch.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let second_of_day = secs % 86_400;
+    // Below year 10000 and after 1970: always in `time`'s range.
+    let at = i64::try_from(since_epoch.as_secs())
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .ok_or(fmt::Error)?;
+    let (year, month, day) = at.to_calendar_date();
     let mut text = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for slot in text[at..at + width].iter_mut().rev() {
+    let mut put = |offset: usize, width: usize, mut value: u64| {
+        for slot in text[offset..offset + width].iter_mut().rev() {
             *slot = b'0' + (value % 10) as u8;
             value /= 10;
         }
     };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, second_of_day / 3600);
-    put(14, 2, second_of_day / 60 % 60);
-    put(17, 2, second_of_day % 60);
+    put(0, 4, year.unsigned_abs().into());
+    put(5, 2, u8::from(month).into());
+    put(8, 2, day.into());
+    put(11, 2, at.hour().into());
+    put(14, 2, at.minute().into());
+    put(17, 2, at.second().into());
     put(20, 6, u64::from(since_epoch.subsec_micros()));
     out.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
-}
-
-/// (year, month 1-12, day 1-31) of the proleptic Gregorian calendar for a
-/// count of days since 1970-01-01. Counts in 400-year eras (146 097 days)
-/// of years that start on 1 March, so the leap day ends a year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Days from 0000-03-01 to 1970-01-01.
-    let days = days + 719_468;
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    // Years into the era: take out the leap days that come before.
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months from March; 153 days per five months (31 30 31 30 31).
-    let march_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
-    let month = if march_month < 10 {
-        march_month + 3
-    } else {
-        march_month - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Events bridged from the `log` crate (by the `LogTracer` that `try_init`
@@ -466,6 +445,8 @@ mod tests {
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::context::AccessLine;
+    use odgw_core::{ErrorCode, RequestId};
 
     /// Collects everything the subscriber writes.
     #[derive(Clone, Default)]
@@ -573,7 +554,7 @@ mod tests {
         keys
     }
 
-    /// A `%` field like odgw's `RequestId`.
+    /// A `%` field with the given `Display` text.
     struct Shown(&'static str);
 
     impl fmt::Display for Shown {
@@ -582,37 +563,32 @@ mod tests {
         }
     }
 
-    /// The access event as `context.rs` emits it, with the same value types.
-    #[allow(clippy::too_many_arguments)]
+    /// The gateway's access event ([`AccessLine`]), for a 502 GET.
     fn access_event(
         path: &str,
-        error_code: Option<&str>,
+        error_code: Option<ErrorCode>,
         tenant: Option<&str>,
         subject: Option<&str>,
         upstream_status: Option<u16>,
         upstream_ms: Option<u64>,
     ) {
-        let request_id = Shown("0b6f2c1e-5d3a-4f7e-9c11-2a4b6d8e0f13");
-        let method = http::Method::GET;
-        let path = path.to_owned();
-        let status: u16 = 502;
-        let outcome: &'static str = "upstream_error";
-        let duration_ms: u64 = 17;
-        tracing::info!(
-            target: "odgw::access",
-            request_id = %request_id,
-            method = %method,
-            path = %path,
-            status,
-            outcome,
+        let request_id = RequestId::from_client(Some(&http::HeaderValue::from_static(
+            "0b6f2c1e-5d3a-4f7e-9c11-2a4b6d8e0f13",
+        )));
+        AccessLine {
+            request_id: &request_id,
+            method: &http::Method::GET,
+            path,
+            status: 502,
+            outcome: "upstream_error",
             error_code,
             tenant,
             subject,
             upstream_status,
             upstream_ms,
-            duration_ms,
-            "request"
-        );
+            duration_ms: 17,
+        }
+        .emit();
     }
 
     #[test]
@@ -620,7 +596,7 @@ mod tests {
         let lines = assert_same_as_stock(|| {
             access_event(
                 "/api/v1/patients/12",
-                Some("upstream_unavailable"),
+                Some(ErrorCode::UpstreamUnavailable),
                 Some("clinic-a"),
                 None,
                 Some(503),
@@ -934,7 +910,11 @@ mod tests {
     fn dates_agree_with_a_calendar_walk() {
         let (mut year, mut month, mut day) = (1970u64, 1u64, 1u64);
         for days in 0..(530 * 366) {
-            assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+            assert_eq!(
+                timestamp_at(days * 86_400, 0)[..10],
+                format!("{year:04}-{month:02}-{day:02}"),
+                "day {days}"
+            );
             let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
             let length = match month {
                 2 if leap => 29,
