@@ -31,12 +31,6 @@ impl Principal {
     }
 }
 
-impl From<Identity> for Principal {
-    fn from(identity: Identity) -> Self {
-        Self::new(identity)
-    }
-}
-
 impl Deref for Principal {
     type Target = Identity;
     fn deref(&self) -> &Identity {

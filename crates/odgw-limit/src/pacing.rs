@@ -143,8 +143,9 @@ where
     let Some(retry_after) = upstream_throttle(&response) else {
         return Ok(response);
     };
-    // Taken out whatever happens next: it holds the client's headers and
-    // must not travel further up with the response.
+    // The head to retry from, if the forwarder handed one back. This 429
+    // itself never goes further up: odgw answers with its own 429 or with
+    // the retry's response.
     let returned = response.extensions_mut().remove::<ReturnedRequest>();
     pacer.pause_until(&tenant_id, Instant::now() + retry_after);
     tracing::warn!(
@@ -167,11 +168,10 @@ where
     }
     drop(response);
     let again = Request::from_parts(head, Body::empty());
-    let mut response = inner.ready().await?.call(again).await?;
+    let response = inner.ready().await?.call(again).await?;
     match upstream_throttle(&response) {
         None => Ok(response),
         Some(retry_after) => {
-            response.extensions_mut().remove::<ReturnedRequest>();
             pacer.pause_until(&tenant_id, Instant::now() + retry_after);
             Ok(upstream_throttled(retry_after, limit, &request_id))
         }
