@@ -132,6 +132,18 @@ impl Served {
         }
     }
 
+    /// Waits (bounded) until a log line contains `needle`: INFO and DEBUG
+    /// lines reach stderr in batches, a few milliseconds late.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn kill9(mut self) -> Vec<String> {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
@@ -214,6 +226,7 @@ async fn kill_9_and_restart_keep_tenants_and_no_secret_reaches_disk_or_logs() {
 
     let token = hs_token("bob", "clinic-7");
     assert_eq!(get(served.data, "/api/v1/patients/11", &token).await, 200);
+    served.wait_for_log("odgw::access");
     let logs = served.kill9();
 
     // Nothing secret on disk or in the debug logs.
@@ -531,13 +544,19 @@ async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {
         .await
         .unwrap()
         .to_bytes();
+    // The access line reaches the file with the next batch of log lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut logs = String::new();
+    while !logs.contains("odgw::access") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        logs = std::fs::read_to_string(&log_path).unwrap();
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let patient: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(patient["LName"], "Allowed");
     // Logs to a file carry no terminal colour codes.
-    let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("odgw::access"), "{logs}");
     assert!(
         !logs.contains('\u{1b}'),

@@ -17,11 +17,16 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
+            odgw::logging::flush();
             eprintln!("odgw: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(odgw::commands::run(cli)) {
+    let outcome = runtime.block_on(odgw::commands::run(cli));
+    // Tasks still running may log as the runtime stops: flush after it.
+    drop(runtime);
+    odgw::logging::flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, joined.
