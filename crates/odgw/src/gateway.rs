@@ -236,13 +236,7 @@ impl Gateway {
         let upstream = UpstreamClient::new(UpstreamSettings {
             connect_timeout: config.upstream.connect_timeout.0,
             timeout: config.upstream.timeout.0,
-            pool_idle_timeout: Duration::from_secs(90),
-            // Every practice on api.opendental.com shares one host: a small
-            // idle pool closes connections that the next burst must reopen
-            // (TCP + TLS handshakes; 32 made 1 request in 7 reconnect at 64
-            // in flight). An idle TLS connection holds tens of KiB of
-            // buffers, so 256 of them stay well inside the memory budget.
-            pool_max_idle_per_host: 256,
+            ..UpstreamSettings::default()
         })
         .context("upstream client")?;
         let sink: Arc<dyn AuditSink> = audit.clone();
