@@ -321,15 +321,15 @@ where
         };
         let mut draft = request_line(&req, RecordKind::Intent);
         draft.request_id = Some(request_id.to_string());
-        draft.tenant = facts
+        let tenant = facts
             .tenant
-            .or_else(|| extensions.get::<TenantId>().map(|t| t.to_string()))
-            .or_else(|| extensions.get::<Tenant>().map(|t| t.id.to_string()));
-        let principal = extensions.get::<Principal>();
-        draft.subject = facts
-            .subject
-            .or_else(|| principal.map(|p| p.subject.clone()));
-        draft.issuer = facts.issuer.or_else(|| principal.map(|p| p.issuer.clone()));
+            .as_ref()
+            .or_else(|| extensions.get::<TenantId>())
+            .or_else(|| extensions.get::<Tenant>().map(|t| &t.id));
+        draft.tenant = tenant.map(TenantId::to_string);
+        let principal = facts.principal.as_ref().or(extensions.get::<Principal>());
+        draft.subject = principal.map(|p| p.subject.clone());
+        draft.issuer = principal.map(|p| p.issuer.clone());
         Box::pin(async move {
             if let Err(e) = policy.append(draft).await {
                 if policy.fail_closed {
@@ -362,9 +362,9 @@ fn request_line(req: &Request, kind: RecordKind) -> RecordDraft {
 }
 
 fn fill_from_facts(draft: &mut RecordDraft, facts: &Facts) {
-    draft.tenant = facts.tenant.clone();
-    draft.subject = facts.subject.clone();
-    draft.issuer = facts.issuer.clone();
+    draft.tenant = facts.tenant.as_ref().map(TenantId::to_string);
+    draft.subject = facts.subject().map(str::to_owned);
+    draft.issuer = facts.issuer().map(str::to_owned);
     draft.upstream_status = facts.upstream_status;
     draft.upstream_ms = facts.upstream_ms;
 }

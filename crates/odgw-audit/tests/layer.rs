@@ -21,7 +21,7 @@ use odgw_audit::{
 };
 use odgw_core::{
     Body, ClientIp, ErrorCode, GatewayError, Identity, Principal, Request, RequestFacts, RequestId,
-    Response,
+    Response, TenantId,
 };
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
@@ -71,6 +71,17 @@ impl AuditSink for MemorySink {
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The caller auth found, as it leaves it in the request's facts.
+fn alice() -> Principal {
+    Principal::new(Identity {
+        subject: "alice".into(),
+        issuer: "https://idp.example.com/".into(),
+        tenants: vec!["demo".into()],
+        scopes: vec![],
+        expires_at: u64::MAX,
+    })
+}
+
 fn request(method: Method, uri: &str) -> (Request, RequestFacts) {
     let mut req = http::Request::builder()
         .method(method)
@@ -98,9 +109,8 @@ fn upstream(
             called.fetch_add(1, Ordering::SeqCst);
             let facts = req.extensions().get::<RequestFacts>().unwrap();
             facts.update(|f| {
-                f.tenant = Some("demo".into());
-                f.subject = Some("alice".into());
-                f.issuer = Some("https://idp.example.com/".into());
+                f.tenant = Some(TenantId::parse("demo").unwrap());
+                f.principal = Some(alice());
                 f.upstream_status = Some(status.as_u16());
                 f.upstream_ms = Some(3);
             });
@@ -332,8 +342,8 @@ async fn intent_is_durable_before_the_upstream_call() {
         .service(inner);
     let (req, facts) = request(Method::PUT, "/api/v1/patients/11?x=1");
     facts.update(|f| {
-        f.tenant = Some("demo".into());
-        f.subject = Some("alice".into());
+        f.tenant = Some(TenantId::parse("demo").unwrap());
+        f.principal = Some(alice());
     });
     svc.clone().oneshot(req).await.unwrap();
     let seen = seen_at_call.lock().unwrap().take().unwrap();

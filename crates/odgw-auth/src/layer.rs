@@ -107,13 +107,10 @@ async fn authenticate(
             }
         }
     };
-    facts.update(|f| {
-        f.subject = Some(principal.subject.clone());
-        f.issuer = Some(principal.issuer.clone());
-    });
+    facts.update(|f| f.principal = Some(principal.clone()));
     let tenant_values: Vec<&HeaderValue> = request.headers().get_all(ODGW_TENANT).iter().collect();
     let tenant = select_tenant(&principal, &tenant_values)?;
-    facts.update(|f| f.tenant = Some(tenant.as_str().to_owned()));
+    facts.update(|f| f.tenant = Some(tenant.clone()));
     check_scope(
         &principal,
         request.method(),

@@ -109,9 +109,9 @@ async fn valid_token_reaches_inner_with_principal_and_tenant() {
         "bearer token is not passed on"
     );
     let f = facts.snapshot();
-    assert_eq!(f.subject.as_deref(), Some("user-1"));
-    assert_eq!(f.issuer.as_deref(), Some(ISS));
-    assert_eq!(f.tenant.as_deref(), Some("t1"));
+    assert_eq!(f.subject(), Some("user-1"));
+    assert_eq!(f.issuer(), Some(ISS));
+    assert_eq!(f.tenant.as_ref().map(TenantId::as_str), Some("t1"));
     assert_eq!(h.calls(), 1);
 }
 
@@ -185,7 +185,7 @@ async fn bad_or_repeated_tokens_are_invalid_token() {
     assert_eq!(body["detail"], "token expired");
     assert!(!body.to_string().contains(&jwt[..20]), "token never echoed");
     assert!(
-        facts.snapshot().subject.is_none(),
+        facts.snapshot().subject().is_none(),
         "unverified subject is not recorded"
     );
     assert_eq!(h.calls(), 0);
@@ -208,7 +208,7 @@ async fn tenant_selection_through_the_layer() {
     assert_eq!(resp.headers()["odgw-error"], "tenant_not_allowed");
     let f = facts.snapshot();
     assert_eq!(
-        f.subject.as_deref(),
+        f.subject(),
         Some("user-1"),
         "subject known before tenant check"
     );
@@ -222,7 +222,10 @@ async fn tenant_selection_through_the_layer() {
     let resp = h.send(req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(json_body(resp).await["tenant"], "t2");
-    assert_eq!(facts.snapshot().tenant.as_deref(), Some("t2"));
+    assert_eq!(
+        facts.snapshot().tenant.as_ref().map(TenantId::as_str),
+        Some("t2")
+    );
 
     for headers in [
         vec![("odgw-tenant", "t3")],
@@ -263,7 +266,7 @@ async fn scopes_through_the_layer() {
             r#"Bearer error="insufficient_scope", scope="od:query""#
         );
         assert_eq!(
-            facts.snapshot().tenant.as_deref(),
+            facts.snapshot().tenant.as_ref().map(TenantId::as_str),
             Some("t1"),
             "tenant audited"
         );

@@ -7,7 +7,8 @@ use std::{convert::Infallible, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_core::{
-    Body, Rate, Request, RequestFacts, RequestId, Response, SecretString, Tenant, TenantId,
+    Body, Rate, Request, RequestFacts, RequestId, Response, SecretString, Tenant, TenantAccess,
+    TenantId,
 };
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -27,14 +28,14 @@ fn hit(c: &mut Criterion) {
         .service(service_fn(move |_req: Request| async move {
             Ok::<_, Infallible>(Response::new(Body::from(body)))
         }));
-    let tenant = Tenant {
+    let tenant = Tenant::new(TenantAccess {
         id: TenantId::parse("practice-1").unwrap(),
         base_url: "https://api.opendental.com/api/v1".to_owned(),
         authorization: SecretString::new("ODFHIR dev/cust"),
         rate: Rate::Unlimited,
         burst: 1,
         generation: 1,
-    };
+    });
     let request = || {
         let mut req = Request::new(Body::empty());
         *req.uri_mut() = "/api/v1/preferences?PrefName=PracticeTitle&Offset=0"

@@ -58,7 +58,11 @@ impl RequestId {
     }
 
     pub fn generate() -> Self {
-        Self(Arc::from(uuid::Uuid::new_v4().to_string()))
+        // Formatted on the stack: the shared string is the only allocation.
+        let mut text = uuid::Uuid::encode_buffer();
+        Self(Arc::from(
+            uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text) as &str,
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -78,12 +82,14 @@ impl fmt::Display for RequestId {
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts(Arc<Mutex<Facts>>);
 
-/// The fields of [`RequestFacts`].
+/// The fields of [`RequestFacts`]. Every field is a copy or a shared handle,
+/// so a snapshot allocates nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
-    pub tenant: Option<String>,
-    pub subject: Option<String>,
-    pub issuer: Option<String>,
+    /// The tenant auth selected for the request.
+    pub tenant: Option<TenantId>,
+    /// The verified caller: `subject()` and `issuer()` read from it.
+    pub principal: Option<crate::Principal>,
     /// Status Open Dental answered with, when it was called.
     pub upstream_status: Option<u16>,
     /// Milliseconds until the upstream's response head.
@@ -92,11 +98,19 @@ pub struct Facts {
     pub cache_hit: bool,
     /// Milliseconds spent waiting for the tenant's upstream budget.
     pub pacing_wait_ms: Option<u64>,
-    /// The route template for metrics (e.g. `/api/v1/patients/{id}`).
-    pub route: Option<String>,
 }
 
 impl Facts {
+    /// The verified token's `sub`, once auth has run.
+    pub fn subject(&self) -> Option<&str> {
+        self.principal.as_ref().map(|p| p.subject.as_str())
+    }
+
+    /// The verified token's `iss`, once auth has run.
+    pub fn issuer(&self) -> Option<&str> {
+        self.principal.as_ref().map(|p| p.issuer.as_str())
+    }
+
     /// The audit `outcome` of a finished request: from the odgw error code
     /// its response carries, else `cache_hit` or `forwarded`. Audit records,
     /// metrics and the access log all take it from here, so they agree.

@@ -22,7 +22,7 @@ pub use ids::{ClientIp, Facts, InvalidTenantId, RequestFacts, RequestId, TenantI
 pub use principal::{Identity, Principal};
 pub use returned::ReturnedRequest;
 pub use secret::SecretString;
-pub use tenant::Tenant;
+pub use tenant::{Tenant, TenantAccess};
 pub use units::{ByteSize, HumanDuration, Rate};
 
 /// The request body type of the whole stack (axum's, as tower_governor needs).

@@ -47,7 +47,7 @@ fn input(i: usize) -> TenantInput {
 }
 
 /// Fails the bench unless `record` is tenant `i` with its keys decrypted.
-fn check(record: Option<TenantRecord>, ids: &[TenantId], i: usize) -> TenantRecord {
+fn check(record: Option<Arc<TenantRecord>>, ids: &[TenantId], i: usize) -> Arc<TenantRecord> {
     let record = record.unwrap_or_else(|| panic!("tenant {} not found", ids[i]));
     assert_eq!(record.id, ids[i]);
     assert_eq!(record.customer_key.expose(), customer_key(i));

@@ -110,16 +110,16 @@ impl std::fmt::Debug for CachedKeyStore {
 
 #[async_trait::async_trait]
 impl KeyStore for CachedKeyStore {
-    async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+    async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantRecord>>, StoreError> {
         if let Some(record) = self.records.get(id) {
-            return Ok(Some(TenantRecord::clone(&record)));
+            return Ok(Some(record));
         }
         let started_in = self.epoch.load(Ordering::Acquire);
         let fresh = self.inner.get(id).await?;
         if let Some(record) = &fresh {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             if self.epoch.load(Ordering::Acquire) == started_in {
-                self.records.insert(id.clone(), Arc::new(record.clone()));
+                self.records.insert(id.clone(), Arc::clone(record));
             }
         }
         Ok(fresh)
@@ -191,7 +191,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KeyStore for ProbedStore {
-        async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantRecord>>, StoreError> {
             self.probe.reads.fetch_add(1, Ordering::SeqCst);
             let record = self.inner.get(id).await;
             if self.probe.hold_reads.load(Ordering::SeqCst) {

@@ -39,6 +39,8 @@ pub use tenant::{
     MAX_BASE_URL_CHARS, MAX_KEY_CHARS, MAX_NAME_CHARS,
 };
 
+use std::sync::Arc;
+
 use odgw_core::TenantId;
 
 /// Where tenant keys and settings live. Shared as `Arc<dyn KeyStore>`.
@@ -48,8 +50,10 @@ use odgw_core::TenantId;
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The tenant with its keys decrypted; `None` if unknown. Disabled
-    /// tenants are returned too (check [`TenantRecord::enabled`]).
-    async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
+    /// tenants are returned too (check [`TenantRecord::enabled`]). Shared,
+    /// so a store that keeps records in memory hands out its copy of the
+    /// keys instead of a new one per request.
+    async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantRecord>>, StoreError>;
 
     /// Stores `input` as the whole tenant (created, or replaced keeping
     /// `created_at`), with a new generation. Validates first
@@ -88,8 +92,11 @@ macro_rules! delegate_key_store {
     ($ty:ty) => {
         #[async_trait::async_trait]
         impl KeyStore for $ty {
-            async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
-                self.engine.get(id).await
+            async fn get(
+                &self,
+                id: &TenantId,
+            ) -> Result<Option<std::sync::Arc<TenantRecord>>, StoreError> {
+                Ok(self.engine.get(id).await?.map(std::sync::Arc::new))
             }
             async fn put(
                 &self,

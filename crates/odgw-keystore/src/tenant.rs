@@ -1,6 +1,6 @@
 //! The tenant types callers see, and validation of what an operator submits.
 
-use odgw_core::{Rate, SecretString, Tenant, TenantId};
+use odgw_core::{Rate, SecretString, Tenant, TenantAccess, TenantId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::StoreError;
@@ -93,7 +93,7 @@ impl TenantRecord {
         value.push_str(developer);
         value.push('/');
         value.push_str(customer);
-        Ok(Tenant {
+        Ok(Tenant::new(TenantAccess {
             id: self.id.clone(),
             base_url: self
                 .base_url
@@ -103,7 +103,7 @@ impl TenantRecord {
             rate: self.rate.unwrap_or(defaults.rate),
             burst: self.burst.unwrap_or(defaults.burst),
             generation: self.generation,
-        })
+        }))
     }
 }
 

@@ -275,21 +275,21 @@ mod tests {
     };
 
     use http_body_util::BodyExt;
-    use odgw_core::{Rate, SecretString, TenantId};
+    use odgw_core::{Rate, SecretString, TenantAccess, TenantId};
     use tower::{service_fn, ServiceBuilder};
 
     use super::*;
     use crate::LocalPacer;
 
     fn tenant(rate: Rate, burst: u32) -> Tenant {
-        Tenant {
+        Tenant::new(TenantAccess {
             id: TenantId::parse("practice-1").unwrap(),
             base_url: "http://127.0.0.1:1/api/v1".to_owned(),
             authorization: SecretString::new("ODFHIR dev/cust"),
             rate,
             burst,
             generation: 1,
-        }
+        })
     }
 
     fn one_per_second() -> Rate {

@@ -25,10 +25,10 @@ pub fn check_path(raw_path: &str) -> Result<(), PathError> {
 pub fn check_path_bytes(raw_path: &[u8]) -> Result<(), PathError> {
     let rest = raw_path.strip_prefix(b"/").ok_or(PathError::NotAbsolute)?;
     check_bytes(raw_path)?;
-    let segments: Vec<&[u8]> = rest.split(|b| *b == b'/').collect();
-    let last = segments.len() - 1;
-    for (index, segment) in segments.iter().enumerate() {
-        if segment.is_empty() && index != last {
+    let mut segments = rest.split(|b| *b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let is_last = segments.peek().is_none();
+        if segment.is_empty() && !is_last {
             return Err(PathError::EmptySegment);
         }
         // `/..;x/` is `..` to servlet-style routers; treat the part before

@@ -89,7 +89,8 @@ pub fn upstream_uri(
         target.push('?');
         target.push_str(query);
     }
-    target.parse().map_err(|_| UpstreamUriError::Invalid)
+    // From the `String` itself: parsing a `&str` would copy it again.
+    Uri::try_from(target).map_err(|_| UpstreamUriError::Invalid)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use odgw_core::{
     Body, ErrorCode, Rate, Request, RequestFacts, RequestId, Response, ReturnedRequest,
-    SecretString, Tenant, TenantId,
+    SecretString, Tenant, TenantAccess, TenantId,
 };
 use odgw_proxy::{Forwarder, GuardLayer, UpstreamClient, UpstreamSettings};
 use tokio::{
@@ -64,14 +64,14 @@ fn request(
         "rid-42",
     ))));
     ext.insert(facts.clone());
-    ext.insert(Tenant {
+    ext.insert(Tenant::new(TenantAccess {
         id: TenantId::parse("practice-1").unwrap(),
         base_url: format!("http://{addr}/api/v1"),
         authorization: SecretString::new(AUTH),
         rate: Rate::Unlimited,
         burst: 1,
         generation: 1,
-    });
+    }));
     (request, facts)
 }
 
@@ -437,9 +437,11 @@ async fn tls_failure_is_502() {
         }
     });
     let (mut req, facts) = request("GET", "/api/v1/patients", addr, Body::empty());
-    let mut tenant = req.extensions().get::<Tenant>().unwrap().clone();
-    tenant.base_url = format!("https://{addr}/api/v1");
-    req.extensions_mut().insert(tenant);
+    let plain = req.extensions().get::<Tenant>().unwrap().clone();
+    req.extensions_mut().insert(Tenant::new(TenantAccess {
+        base_url: format!("https://{addr}/api/v1"),
+        ..TenantAccess::clone(&plain)
+    }));
     let response = timeout(PATIENCE, forwarder(PATIENCE).oneshot(req))
         .await
         .unwrap()

@@ -10,7 +10,9 @@ use std::{
 };
 
 use http::{HeaderValue, Method};
-use odgw_core::{headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response};
+use odgw_core::{
+    headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response, TenantId,
+};
 use tower::{Layer, Service};
 
 use crate::metrics::{Finished, Metrics};
@@ -84,7 +86,7 @@ where
             let route = crate::routes::route_template(&path);
             metrics.observe_request(&Finished {
                 method: &method,
-                route: &route,
+                route,
                 status,
                 outcome,
                 error_code: code,
@@ -100,8 +102,8 @@ where
                 status,
                 outcome,
                 error_code: code,
-                tenant: facts.tenant.as_deref(),
-                subject: facts.subject.as_deref(),
+                tenant: facts.tenant.as_ref().map(TenantId::as_str),
+                subject: facts.subject(),
                 upstream_status: facts.upstream_status,
                 upstream_ms: facts.upstream_ms,
                 duration_ms: elapsed.as_millis() as u64,

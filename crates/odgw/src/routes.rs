@@ -2,6 +2,8 @@
 //! Dental API" a request was for, without ids (cardinality) or arbitrary
 //! client-chosen text (a label set an attacker could grow without bound).
 
+use std::sync::OnceLock;
+
 /// Open Dental's resources (opendental-api.md §4.2), lowercase.
 const RESOURCES: &[&str] = &[
     "accountmodules",
@@ -110,23 +112,51 @@ const RESOURCES: &[&str] = &[
 
 /// `/api/v1/patients/11` → `/api/v1/patients/{id}`; `/api/v1/patients/Simple`
 /// → `/api/v1/patients/…`; unknown resources and paths outside the API fold
-/// into `other`.
-pub fn route_template(path: &str) -> String {
+/// into `other`. The templates are built once, so labelling a request's
+/// metrics allocates nothing.
+pub fn route_template(path: &str) -> &'static str {
+    const OTHER: &str = "other";
     let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return "other".to_owned();
+        return OTHER;
     };
     let mut segments = rest.split('/');
-    let resource = segments.next().unwrap_or("").to_ascii_lowercase();
-    let Some(resource) = RESOURCES.iter().find(|r| **r == resource) else {
-        return "other".to_owned();
+    let resource = segments.next().unwrap_or("");
+    let Some(index) = RESOURCES
+        .iter()
+        .position(|known| known.eq_ignore_ascii_case(resource))
+    else {
+        return OTHER;
     };
+    let templates = &resource_templates()[index];
     match (segments.next(), segments.next()) {
-        (None | Some(""), _) => format!("/api/v1/{resource}"),
+        (None | Some(""), _) => &templates.collection,
         (Some(id), None) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("/api/v1/{resource}/{{id}}")
+            &templates.item
         }
-        _ => format!("/api/v1/{resource}/…"),
+        _ => &templates.action,
     }
+}
+
+/// The three route templates of one resource.
+struct ResourceTemplates {
+    collection: String,
+    item: String,
+    action: String,
+}
+
+/// One entry per [`RESOURCES`] entry, in the same order.
+fn resource_templates() -> &'static [ResourceTemplates] {
+    static TEMPLATES: OnceLock<Vec<ResourceTemplates>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        RESOURCES
+            .iter()
+            .map(|resource| ResourceTemplates {
+                collection: format!("/api/v1/{resource}"),
+                item: format!("/api/v1/{resource}/{{id}}"),
+                action: format!("/api/v1/{resource}/…"),
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::{
 };
 
 use http::Method;
-use odgw_core::{Facts, Rate, SecretString, TenantId};
+use odgw_core::{Facts, Rate, SecretString, TenantAccess, TenantId};
 use tower::{service_fn, ServiceBuilder};
 
 use super::*;
@@ -20,14 +20,14 @@ fn settings(ttl: Duration) -> CacheSettings {
 }
 
 fn tenant(id: &str, generation: u64) -> Tenant {
-    Tenant {
+    Tenant::new(TenantAccess {
         id: TenantId::parse(id).unwrap(),
         base_url: "http://127.0.0.1:1/api/v1".to_owned(),
         authorization: SecretString::new("ODFHIR dev/cust"),
         rate: Rate::Unlimited,
         burst: 1,
         generation,
-    }
+    })
 }
 
 fn get(uri: &str, tenant: &Tenant) -> Request {
