@@ -152,7 +152,8 @@ pub fn router(parts: AdminParts) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
-        ));
+        ))
+        .layer(middleware::from_fn(run_to_completion));
     Router::new()
         .merge(admin)
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
@@ -172,6 +173,23 @@ async fn with_request_id(mut req: axum::extract::Request, next: Next) -> Respons
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Runs each admin request in a task of its own. hyper drops a request's
+/// handler when its client hangs up; for a change that would leave it applied
+/// without its audit record (SPEC §8: one record per admin action), or cut off
+/// in the middle of the store's flush. The client that left simply never
+/// reads the answer.
+async fn run_to_completion(req: axum::extract::Request, next: Next) -> Response {
+    let request_id = req.extensions().get::<RequestId>().cloned();
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "admin request handler failed");
+            GatewayError::new(ErrorCode::Internal, "internal error")
+                .into_response(&request_id.unwrap_or_else(RequestId::generate))
+        }
+    }
 }
 
 /// Facts about one admin request, for its problem responses and audit record.
