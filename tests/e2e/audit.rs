@@ -497,3 +497,59 @@ async fn offline_verify_names_the_first_bad_record_of_a_tampered_copy() {
     inserted.insert(2, lines[1]);
     assert_eq!(verify(join(inserted))["first_bad_seq"], 3);
 }
+
+/// A client that hangs up while its request is inside the gateway (here:
+/// while Open Dental takes its time) still leaves that request's record,
+/// with `status` null (nothing was sent) and outcome `client_closed`. The
+/// data was fetched from Open Dental on the caller's behalf either way.
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_is_still_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start().await;
+    gw.mock
+        .mock
+        .inject(Fault::Delay(Duration::from_millis(400)));
+    let token = gw.token(json!({}));
+    let request = format!(
+        "GET /api/v1/patients/11?x=1 HTTP/1.1\r\nhost: odgw\r\n\
+         authorization: Bearer {token}\r\nx-request-id: gone-1\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(gw.data).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.mock.mock.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Open Dental never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+
+    let record = loop {
+        let lines = audit_lines(&gw.root.join("audit"));
+        if let Some(found) = lines
+            .iter()
+            .find(|l| l["kind"] == "request" && l["request_id"] == "gone-1")
+        {
+            break found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record for the request whose client hung up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(record["outcome"], "client_closed", "{record}");
+    assert_eq!(record["status"], Value::Null, "{record}");
+    assert_eq!(record["upstream_status"], Value::Null, "{record}");
+    assert_eq!(record["error_code"], Value::Null, "{record}");
+    assert_eq!(record["tenant"], "a", "{record}");
+    assert_eq!(record["subject"], "alice", "{record}");
+    assert_eq!(record["method"], "GET", "{record}");
+    assert_eq!(record["path"], "/api/v1/patients/11", "{record}");
+    assert_eq!(record["query"], "x=1", "{record}");
+    assert!(record["duration_ms"].is_u64(), "{record}");
+    let verify = gw.admin(Method::GET, "/admin/v1/audit/verify", None).await;
+    assert_eq!(verify.json()["ok"], true, "{verify:?}");
+}

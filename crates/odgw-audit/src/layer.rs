@@ -169,7 +169,14 @@ where
                 tracing::warn!(request_id = %request_id, "audit unavailable: refusing the request (fail closed)");
                 return Ok(policy.unavailable(&request_id));
             }
+            let mut client_gone = ClientGone {
+                policy: &policy,
+                facts: &facts,
+                started,
+                draft: Some(draft),
+            };
             let result = inner.call(req).await;
+            let mut draft = client_gone.disarm();
             // The record is about to be appended: the writer need not wait for it.
             drop(announced);
             match result {
@@ -191,6 +198,56 @@ where
                 }
             }
         })
+    }
+}
+
+/// `outcome` of the `request` record of a request whose client went away
+/// before its response was ready (`status` is null: nothing was sent).
+/// An addition to SPEC §8's list.
+pub const CLIENT_CLOSED: &str = "client_closed";
+
+/// Holds a request's draft record while the layers inside run. hyper drops
+/// the request's future when its client hangs up (a closed or reset
+/// connection, a cancelled HTTP/2 stream); without this the request would
+/// leave no record at all (SPEC §8: one per request), though Open Dental may
+/// already have been called for it. Dropped while still holding the draft,
+/// it appends the record with what was known by then, from a task of its
+/// own since `Drop` cannot wait.
+struct ClientGone<'a> {
+    policy: &'a Policy,
+    facts: &'a RequestFacts,
+    started: Instant,
+    draft: Option<RecordDraft>,
+}
+
+impl ClientGone<'_> {
+    /// The request came back: its record is the caller's to complete.
+    fn disarm(&mut self) -> RecordDraft {
+        self.draft.take().unwrap_or_default()
+    }
+}
+
+impl Drop for ClientGone<'_> {
+    fn drop(&mut self) {
+        let Some(mut draft) = self.draft.take() else {
+            return;
+        };
+        fill_from_facts(&mut draft, &self.facts.snapshot());
+        draft.outcome = Some(CLIENT_CLOSED.to_owned());
+        draft.duration_ms = Some(elapsed_ms(self.started));
+        let request_id = draft.request_id.clone().unwrap_or_default();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(%request_id, "client went away during shutdown; its audit record is lost");
+            return;
+        };
+        tracing::debug!(%request_id, "client went away before the response; recording it");
+        let policy = self.policy.clone();
+        runtime.spawn(async move {
+            if let Err(e) = policy.append(draft).await {
+                tracing::error!(%request_id, error = %e,
+                    "audit record of a request whose client went away could not be made durable");
+            }
+        });
     }
 }
 

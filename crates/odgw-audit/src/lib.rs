@@ -28,7 +28,7 @@ mod verify;
 mod writer;
 
 pub use error::AuditError;
-pub use layer::{needs_intent, Audit, AuditLayer, Intent, IntentLayer};
+pub use layer::{needs_intent, Audit, AuditLayer, Intent, IntentLayer, CLIENT_CLOSED};
 pub use query::{query, Query, QueryIter};
 pub use record::{
     canonical_json, format_ts, parse_timestamp, sha256_hex, to_csv_header, to_csv_row, AuditRecord,
