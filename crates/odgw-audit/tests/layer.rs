@@ -465,3 +465,59 @@ async fn both_layers_over_the_file_log_write_a_verifiable_chain() {
     let report = verify(dir.path()).unwrap();
     assert!(report.ok && report.records == 3, "{report:?}");
 }
+
+/// A write whose client goes away while Open Dental is handling it: the
+/// intent is on record before the call, and the request's own record follows
+/// with what was known (`client_closed`, no status), so the pair tells a
+/// reviewer the write may have happened and nobody saw the answer.
+#[tokio::test]
+async fn a_request_dropped_mid_flight_is_recorded_as_client_closed() {
+    let sink = Arc::new(MemorySink::default());
+    let at_upstream = Arc::new(tokio::sync::Notify::new());
+    let reached = Arc::clone(&at_upstream);
+    let never_answers = service_fn(move |req: Request| {
+        let reached = Arc::clone(&reached);
+        async move {
+            req.extensions().get::<RequestFacts>().unwrap().update(|f| {
+                f.tenant = Some(TenantId::parse("demo").unwrap());
+                f.principal = Some(alice());
+            });
+            reached.notify_one();
+            std::future::pending::<()>().await;
+            Ok::<Response, Infallible>(Response::new(Body::empty()))
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
+        .layer(IntentLayer::new(sink.clone(), true, TIMEOUT))
+        .service(never_answers);
+    let (req, _facts) = request(Method::PUT, "/api/v1/patients/11?x=1");
+    let in_flight = tokio::spawn(svc.oneshot(req));
+    at_upstream.notified().await;
+    in_flight.abort();
+    assert!(in_flight.await.unwrap_err().is_cancelled());
+
+    let drafts = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let drafts = sink.drafts();
+            if drafts.len() == 2 {
+                return drafts;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the dropped request's record was never appended");
+    assert_eq!(drafts[0].kind, RecordKind::Intent);
+    let gone = &drafts[1];
+    assert_eq!(gone.kind, RecordKind::Request);
+    assert_eq!(gone.outcome.as_deref(), Some(odgw_audit::CLIENT_CLOSED));
+    assert_eq!((gone.status, gone.upstream_status), (None, None));
+    assert_eq!(gone.error_code, None);
+    assert_eq!(gone.request_id.as_deref(), Some("rid-42"));
+    assert_eq!(gone.tenant.as_deref(), Some("demo"));
+    assert_eq!(gone.subject.as_deref(), Some("alice"));
+    assert_eq!(gone.method.as_deref(), Some("PUT"));
+    assert_eq!(gone.query.as_deref(), Some("x=1"));
+    assert!(gone.duration_ms.is_some());
+}
