@@ -2,7 +2,8 @@
 //!
 //! - [`AuditLayer`] (stack position 3, outside everything that can answer):
 //!   one `request` record per request, durable before the response is
-//!   released.
+//!   released; a request whose client hangs up first is recorded as
+//!   [`CLIENT_CLOSED`].
 //! - [`IntentLayer`] (position 10, just before forwarding): an `intent`
 //!   record for POST, PUT, PATCH and DELETE, durable before Open Dental is
 //!   called, so a write that reaches Open Dental is on record even if odgw
