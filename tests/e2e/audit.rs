@@ -498,6 +498,39 @@ async fn offline_verify_names_the_first_bad_record_of_a_tampered_copy() {
     assert_eq!(verify(join(inserted))["first_bad_seq"], 3);
 }
 
+/// Waits (bounded) until Open Dental has been asked something, so a hang-up
+/// that follows happens with the request inside the gateway.
+async fn until_open_dental_is_called(gw: &TestGateway) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.mock.mock.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Open Dental never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `request` record with this request id, waited for (bounded): a
+/// cut-short request's record is appended after its client has gone.
+async fn request_record_of(gw: &TestGateway, request_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = audit_lines(&gw.root.join("audit"));
+        if let Some(found) = lines
+            .iter()
+            .find(|l| l["kind"] == "request" && l["request_id"] == request_id)
+        {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record for request {request_id}, whose client hung up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A client that hangs up while its request is inside the gateway (here:
 /// while Open Dental takes its time) still leaves that request's record,
 /// with `status` null (nothing was sent) and outcome `client_closed`. The
@@ -516,30 +549,10 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
     );
     let mut stream = tokio::net::TcpStream::connect(gw.data).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gw.mock.mock.requests().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Open Dental never called"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_open_dental_is_called(&gw).await;
     drop(stream);
 
-    let record = loop {
-        let lines = audit_lines(&gw.root.join("audit"));
-        if let Some(found) = lines
-            .iter()
-            .find(|l| l["kind"] == "request" && l["request_id"] == "gone-1")
-        {
-            break found.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no record for the request whose client hung up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let record = request_record_of(&gw, "gone-1").await;
     assert_eq!(record["outcome"], "client_closed", "{record}");
     assert_eq!(record["status"], Value::Null, "{record}");
     assert_eq!(record["upstream_status"], Value::Null, "{record}");
@@ -552,4 +565,31 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
     assert!(record["duration_ms"].is_u64(), "{record}");
     let verify = gw.admin(Method::GET, "/admin/v1/audit/verify", None).await;
     assert_eq!(verify.json()["ok"], true, "{verify:?}");
+}
+
+/// The same over HTTP/2: the client cancels its stream (RST_STREAM) while
+/// Open Dental takes its time; the connection stays up.
+#[tokio::test]
+async fn a_cancelled_http2_stream_is_still_recorded() {
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    let gw = TestGateway::start().await;
+    gw.mock
+        .mock
+        .inject(Fault::Delay(Duration::from_millis(400)));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(true);
+    let h2: Client<_, Full<Bytes>> = builder.build_http();
+    let request = Request::get(gw.url("/api/v1/patients/11"))
+        .header("authorization", format!("Bearer {}", gw.token(json!({}))))
+        .header("x-request-id", "gone-h2")
+        .body(Full::default())
+        .unwrap();
+    let in_flight = tokio::spawn(async move { h2.request(request).await });
+    until_open_dental_is_called(&gw).await;
+    in_flight.abort();
+
+    let record = request_record_of(&gw, "gone-h2").await;
+    assert_eq!(record["outcome"], "client_closed", "{record}");
+    assert_eq!(record["status"], Value::Null, "{record}");
+    assert_eq!(record["subject"], "alice", "{record}");
 }
