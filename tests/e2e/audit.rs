@@ -498,6 +498,16 @@ async fn offline_verify_names_the_first_bad_record_of_a_tampered_copy() {
     assert_eq!(verify(join(inserted))["first_bad_seq"], 3);
 }
 
+/// A gateway whose Open Dental takes 400 ms over its next answer, long
+/// enough for a client to hang up while its request is inside.
+async fn gateway_with_slow_open_dental() -> TestGateway {
+    let gw = TestGateway::start().await;
+    gw.mock
+        .mock
+        .inject(Fault::Delay(Duration::from_millis(400)));
+    gw
+}
+
 /// Waits (bounded) until Open Dental has been asked something, so a hang-up
 /// that follows happens with the request inside the gateway.
 async fn until_open_dental_is_called(gw: &TestGateway) {
@@ -538,10 +548,7 @@ async fn request_record_of(gw: &TestGateway, request_id: &str) -> Value {
 #[tokio::test]
 async fn a_request_whose_client_hangs_up_is_still_recorded() {
     use tokio::io::AsyncWriteExt;
-    let gw = TestGateway::start().await;
-    gw.mock
-        .mock
-        .inject(Fault::Delay(Duration::from_millis(400)));
+    let gw = gateway_with_slow_open_dental().await;
     let token = gw.token(json!({}));
     let request = format!(
         "GET /api/v1/patients/11?x=1 HTTP/1.1\r\nhost: odgw\r\n\
@@ -572,10 +579,7 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
 #[tokio::test]
 async fn a_cancelled_http2_stream_is_still_recorded() {
     use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-    let gw = TestGateway::start().await;
-    gw.mock
-        .mock
-        .inject(Fault::Delay(Duration::from_millis(400)));
+    let gw = gateway_with_slow_open_dental().await;
     let mut builder = Client::builder(TokioExecutor::new());
     builder.http2_only(true);
     let h2: Client<_, Full<Bytes>> = builder.build_http();

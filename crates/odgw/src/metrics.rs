@@ -50,9 +50,8 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// (method, route template, status class, outcome) → count
-    /// By method, route template, status class and outcome: every label is
-    /// from a fixed set, so counting a request allocates nothing.
+    /// (method, route template, status class, outcome) → count. Every label
+    /// is from a fixed set, so counting a request allocates nothing.
     requests: BTreeMap<(&'static str, &'static str, &'static str, &'static str), u64>,
     request_seconds: Histogram,
     upstream_seconds: Histogram,
