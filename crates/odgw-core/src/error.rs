@@ -28,6 +28,11 @@ pub enum ErrorCode {
     UpstreamThrottled,
     UpstreamUnavailable,
     AuditUnavailable,
+    /// The shared key store (PostgreSQL) cannot be reached.
+    StoreUnavailable,
+    /// The shared pacing store (Redis) cannot be reached and
+    /// `redis.on_failure = "closed"`.
+    LimiterUnavailable,
     UpstreamTimeout,
     Unauthorized,
     Internal,
@@ -51,6 +56,8 @@ impl ErrorCode {
             Self::UpstreamThrottled => "upstream_throttled",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::AuditUnavailable => "audit_unavailable",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::LimiterUnavailable => "limiter_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Unauthorized => "unauthorized",
             Self::Internal => "internal_error",
@@ -72,7 +79,9 @@ impl ErrorCode {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited | Self::UpstreamThrottled => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable | Self::StoreUnavailable | Self::LimiterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,7 +94,10 @@ impl ErrorCode {
             Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::UpstreamTimeout => {
                 "upstream_error"
             }
-            Self::AuditUnavailable | Self::Internal => "gateway_error",
+            Self::AuditUnavailable
+            | Self::StoreUnavailable
+            | Self::LimiterUnavailable
+            | Self::Internal => "gateway_error",
             _ => "denied",
         }
     }

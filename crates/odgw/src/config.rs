@@ -25,6 +25,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub audit: AuditConfig,
+    /// Shared key store of a cluster (`store.backend = "postgres"`).
+    pub postgres: PostgresConfig,
+    /// Shared pacing budgets of a cluster (`limits.backend = "redis"`).
+    pub redis: RedisConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +52,9 @@ pub struct ServerConfig {
     /// PEM private key of `admin_tls_cert_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_tls_key_file: Option<PathBuf>,
+    /// This replica's name in logs, `/readyz` and the cluster change feed.
+    /// Defaults to the host name (a Kubernetes pod's name).
+    pub node_id: String,
 }
 
 impl ServerConfig {
@@ -79,6 +86,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             admin_tls_cert_file: None,
             admin_tls_key_file: None,
+            node_id: host_name(),
         }
     }
 }
@@ -148,6 +156,10 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Where tenant keys live: this node's sled database, or PostgreSQL
+    /// shared by every replica.
+    pub backend: StoreBackend,
+    /// The sled database (`backend = "sled"` only).
     pub path: PathBuf,
     pub master_key_file: Option<PathBuf>,
 }
@@ -155,15 +167,112 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Sled,
             path: "data/keys".into(),
             master_key_file: None,
         }
     }
 }
 
+/// `store.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One node: an embedded sled database at `store.path`.
+    Sled,
+    /// Several replicas: one PostgreSQL database (`[postgres]`).
+    Postgres,
+}
+
+/// `limits.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// Budgets kept in this process (one node).
+    Local,
+    /// Budgets shared by every replica in Redis (`[redis]`).
+    Redis,
+}
+
+/// `redis.on_failure`: what pacing does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisFailure {
+    /// Pace in process (each replica spends the whole budget on its own).
+    Local,
+    /// Refuse with 503 `limiter_unavailable` rather than risk Open Dental's throttle.
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// File holding the connection URL (it may carry a password); or env
+    /// `ODGW_POSTGRES_URL`.
+    pub url_file: Option<PathBuf>,
+    /// Schema holding odgw's tables; created and migrated at start.
+    pub schema: String,
+    /// Connections per replica.
+    pub pool_size: usize,
+    /// How long connecting or waiting for a pooled connection may take.
+    pub connect_timeout: HumanDuration,
+    /// How often the change feed re-reads what other replicas changed, in
+    /// case a notification was lost (LISTEN/NOTIFY delivers sooner).
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url_file: None,
+            schema: "odgw".into(),
+            pool_size: 8,
+            connect_timeout: secs(5),
+            poll_interval: secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// File holding the connection URL (it may carry a password); or env
+    /// `ODGW_REDIS_URL`.
+    pub url_file: Option<PathBuf>,
+    /// Prefix of every key odgw writes, so several deployments share a server.
+    pub key_prefix: String,
+    pub on_failure: OnRedisFailure,
+    /// How long one Redis command may take before Redis counts as unreachable.
+    pub timeout: HumanDuration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url_file: None,
+            key_prefix: "odgw:".into(),
+            on_failure: OnRedisFailure::Local,
+            timeout: HumanDuration(std::time::Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The host name, for `server.node_id`'s default.
+fn host_name() -> String {
+    let name = rustix::system::uname();
+    let name = name.nodename().to_string_lossy();
+    if name.is_empty() {
+        "odgw".to_owned()
+    } else {
+        name.into_owned()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Where pacing budgets live: in process, or in Redis shared by replicas.
+    pub backend: LimitsBackend,
     pub tenant_rate: Rate,
     pub tenant_burst: u32,
     pub queue_timeout: HumanDuration,
@@ -175,6 +284,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
+            backend: LimitsBackend::Local,
             tenant_rate: Rate::Per {
                 count: 1,
                 period: std::time::Duration::from_secs(1),
@@ -344,6 +454,8 @@ pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
 pub const ENV_DEVELOPER_KEY: &str = "ODGW_DEVELOPER_KEY";
 pub const ENV_ADMIN_TOKEN: &str = "ODGW_ADMIN_TOKEN";
 pub const ENV_MASTER_KEY: &str = "ODGW_MASTER_KEY";
+pub const ENV_POSTGRES_URL: &str = "ODGW_POSTGRES_URL";
+pub const ENV_REDIS_URL: &str = "ODGW_REDIS_URL";
 
 impl Config {
     /// Reads `path` (or nothing: all defaults), applies env overrides, and
@@ -435,6 +547,7 @@ impl Config {
             env,
             &mut p,
         );
+        self.validate_cluster(env, &mut p);
         if self.auth.tenant_claim.trim().is_empty() {
             p.push("auth.tenant_claim: must not be empty".into());
         }
@@ -484,6 +597,72 @@ impl Config {
     }
 }
 
+impl Config {
+    /// `server.node_id`, the shared backends and their secrets.
+    fn validate_cluster(&self, env: &dyn Env, p: &mut Vec<String>) {
+        let node = &self.server.node_id;
+        if node.is_empty()
+            || node.len() > 64
+            || !node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            p.push(format!(
+                "server.node_id: {node:?} must match [A-Za-z0-9._-]{{1,64}}"
+            ));
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            check_secret_source(
+                "postgres.url_file",
+                self.postgres.url_file.as_deref(),
+                ENV_POSTGRES_URL,
+                env,
+                p,
+            );
+            let schema = &self.postgres.schema;
+            let mut chars = schema.bytes();
+            let valid = schema.len() <= 63
+                && chars
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && chars.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                p.push(format!(
+                    "postgres.schema: {schema:?} must match [a-z_][a-z0-9_]{{0,62}}"
+                ));
+            }
+            if self.postgres.pool_size == 0 {
+                p.push("postgres.pool_size: must be at least 1".into());
+            }
+            if self.postgres.connect_timeout.0.is_zero() {
+                p.push("postgres.connect_timeout: must be greater than zero".into());
+            }
+            if self.postgres.poll_interval.0.is_zero() {
+                p.push("postgres.poll_interval: must be greater than zero".into());
+            }
+        }
+        if self.limits.backend == LimitsBackend::Redis {
+            check_secret_source(
+                "redis.url_file",
+                self.redis.url_file.as_deref(),
+                ENV_REDIS_URL,
+                env,
+                p,
+            );
+            let prefix = &self.redis.key_prefix;
+            if prefix.is_empty() || prefix.len() > 64 || prefix.bytes().any(|b| !b.is_ascii_graphic())
+            {
+                p.push(format!(
+                    "redis.key_prefix: {prefix:?} must be 1 to 64 printable characters without spaces"
+                ));
+            }
+            if self.redis.timeout.0.is_zero() {
+                p.push("redis.timeout: must be greater than zero".into());
+            }
+        }
+    }
+}
+
 /// The known keys of each section, for "unknown key" errors and env overrides.
 fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
@@ -496,6 +675,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "tls_key_file",
             "admin_tls_cert_file",
             "admin_tls_key_file",
+            "node_id",
         ],
         "upstream" => &[
             "base_url",
@@ -511,8 +691,9 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "issuers",
         ],
         "admin" => &["token_file"],
-        "store" => &["path", "master_key_file"],
+        "store" => &["backend", "path", "master_key_file"],
         "limits" => &[
+            "backend",
             "tenant_rate",
             "tenant_burst",
             "queue_timeout",
@@ -522,6 +703,14 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         ],
         "cache" => &["routes", "ttl", "max_size"],
         "audit" => &["path", "fail_closed", "write_timeout"],
+        "postgres" => &[
+            "url_file",
+            "schema",
+            "pool_size",
+            "connect_timeout",
+            "poll_interval",
+        ],
+        "redis" => &["url_file", "key_prefix", "on_failure", "timeout"],
         _ => return None,
     })
 }
@@ -606,7 +795,12 @@ fn check_value(section: &str, key: &str, path: &str, value: &Value, problems: &m
         ("server", "max_body") | ("cache", "max_size") => is::<ByteSize>(path, value, problems),
         ("limits", "tenant_rate" | "subject_rate") => is::<Rate>(path, value, problems),
         ("limits", "tenant_burst" | "subject_burst") => is::<u32>(path, value, problems),
-        ("limits", "queue_depth") => is::<usize>(path, value, problems),
+        ("limits", "queue_depth") | ("postgres", "pool_size") => {
+            is::<usize>(path, value, problems)
+        }
+        ("store", "backend") => is::<StoreBackend>(path, value, problems),
+        ("limits", "backend") => is::<LimitsBackend>(path, value, problems),
+        ("redis", "on_failure") => is::<OnRedisFailure>(path, value, problems),
         ("auth", "require_scopes") | ("audit", "fail_closed") => is::<bool>(path, value, problems),
         ("cache", "routes") => is::<Vec<String>>(path, value, problems),
         ("auth", "issuers") => match value {
@@ -622,7 +816,7 @@ fn check_value(section: &str, key: &str, path: &str, value: &Value, problems: &m
         (
             _,
             "shutdown_grace" | "connect_timeout" | "timeout" | "leeway" | "max_lifetime"
-            | "queue_timeout" | "ttl" | "write_timeout",
+            | "queue_timeout" | "ttl" | "write_timeout" | "poll_interval",
         ) => is::<HumanDuration>(path, value, problems),
         _ => is::<String>(path, value, problems),
     }
@@ -1027,6 +1221,48 @@ mod tests {
                 "store.path"
             ]
         );
+    }
+
+    #[test]
+    fn cluster_backends_need_their_urls_and_valid_settings() {
+        let text = format!(
+            "{MINIMAL}\n[store]\nbackend = \"postgres\"\n[limits]\nbackend = \"redis\"\n\
+             [postgres]\nschema = \"Bad-Schema\"\npool_size = 0\n[redis]\nkey_prefix = \"a b\"\n\
+             [server]\nnode_id = \"no/slash\"\n"
+        );
+        let all = Config::from_toml_str(&text, &secrets_env())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "postgres.url_file: not set, and env ODGW_POSTGRES_URL is not set either",
+            "redis.url_file: not set, and env ODGW_REDIS_URL is not set either",
+            "postgres.schema: \"Bad-Schema\"",
+            "postgres.pool_size: must be at least 1",
+            "redis.key_prefix",
+            "server.node_id",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
+
+        let mut e = secrets_env();
+        e.insert(ENV_POSTGRES_URL.into(), "postgres://db/odgw".into());
+        e.insert(ENV_REDIS_URL.into(), "redis://cache".into());
+        e.insert("ODGW_STORE__BACKEND".into(), "postgres".into());
+        e.insert("ODGW_LIMITS__BACKEND".into(), "redis".into());
+        e.insert("ODGW_REDIS__ON_FAILURE".into(), "closed".into());
+        let c = Config::from_toml_str(MINIMAL, &e).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        assert_eq!(c.limits.backend, LimitsBackend::Redis);
+        assert_eq!(c.redis.on_failure, OnRedisFailure::Closed);
+        assert_eq!(c.postgres.schema, "odgw");
+        assert!(!c.server.node_id.is_empty());
+
+        let bad = format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n[redis]\non_failure = \"maybe\"\n");
+        let all = Config::from_toml_str(&bad, &secrets_env())
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("store.backend"), "{all}");
+        assert!(all.contains("redis.on_failure"), "{all}");
     }
 
     #[test]
