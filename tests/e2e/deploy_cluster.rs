@@ -1,0 +1,1664 @@
+//! Checks on the cluster deploy: `deploy/config/odgw.cluster.toml` and
+//! `deploy/kubernetes/cluster/` (three replicas sharing PostgreSQL and Redis,
+//! each with its own audit volume), tied to the code they configure:
+//! - the config loads through `odgw::config::Config` with the Secret's files
+//!   laid out as the StatefulSet mounts them, selects the postgres and redis
+//!   backends, and differs from the single-node container config only in
+//!   what a cluster changes;
+//! - the manifests parse (a strict block-YAML reader below, cross-checked
+//!   against PyYAML when installed) and agree with the config and with each
+//!   other: secret files, node id, volumes, ports, probes, grace periods,
+//!   selectors;
+//! - the one-off move-store Job and the README's commands parse with odgw's
+//!   own CLI, and the Job reads exactly the single-node deploy's objects;
+//! - `kubectl kustomize` builds the kustomization when kubectl is installed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use clap::Parser as _;
+use odgw::{
+    cli::{Cli, Command as OdgwCommand, LogFormat, StoreCommand},
+    config::{
+        Config, LimitsBackend, StoreBackend, ENV_ADMIN_TOKEN, ENV_DEVELOPER_KEY, ENV_MASTER_KEY,
+        ENV_POSTGRES_URL, ENV_REDIS_URL,
+    },
+};
+use serde_json::{json, Value};
+
+const CLUSTER_CONFIG: &str = "deploy/config/odgw.cluster.toml";
+const SINGLE_CONFIG: &str = "deploy/config/odgw.toml";
+const CLUSTER_DIR: &str = "deploy/kubernetes/cluster";
+/// Files of the cluster directory that kustomize must not apply.
+const NOT_APPLIED: [&str; 2] = ["move-store.job.yaml", "secret.example.yaml"];
+/// Env vars that would carry a secret's value.
+const SECRET_ENV: [&str; 5] = [
+    ENV_MASTER_KEY,
+    ENV_ADMIN_TOKEN,
+    ENV_DEVELOPER_KEY,
+    ENV_POSTGRES_URL,
+    ENV_REDIS_URL,
+];
+
+// ---------------------------------------------------------------- reading
+
+/// A path relative to the repository root.
+fn at_repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+fn text_of(rel: &str) -> String {
+    std::fs::read_to_string(at_repo(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+}
+
+fn yaml_file(rel: &str) -> Vec<Value> {
+    yaml::parse(&text_of(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn only_doc(rel: &str) -> Value {
+    match <[Value; 1]>::try_from(yaml_file(rel)) {
+        Ok([doc]) => doc,
+        Err(docs) => panic!("{rel}: expected one document, found {}", docs.len()),
+    }
+}
+
+fn in_cluster(file: &str) -> String {
+    format!("{CLUSTER_DIR}/{file}")
+}
+
+/// The config as written, shape-checked but without the file checks.
+fn config_at(rel: &str) -> Config {
+    Config::parse(Some(&at_repo(rel)), &BTreeMap::new())
+        .unwrap_or_else(|e| panic!("{rel} does not parse: {e}"))
+}
+
+fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The string at a JSON pointer; panics naming the pointer when absent.
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
+}
+
+fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("no list at {pointer} in {v}"))
+}
+
+fn words(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|w| w.as_str().expect("a list of strings").to_owned())
+        .collect()
+}
+
+/// The resources kustomize applies, by kind.
+struct Applied {
+    kustomization: Value,
+    listed: Vec<String>,
+    by_kind: BTreeMap<String, Vec<Value>>,
+}
+
+impl Applied {
+    fn load() -> Self {
+        let kustomization = only_doc(&in_cluster("kustomization.yaml"));
+        assert_eq!(at(&kustomization, "/kind"), "Kustomization");
+        let listed = words(&kustomization["resources"]);
+        let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for file in &listed {
+            for doc in yaml_file(&in_cluster(file)) {
+                assert!(doc["apiVersion"].is_string(), "{file}: apiVersion");
+                at(&doc, "/metadata/name");
+                assert!(
+                    doc.pointer("/metadata/namespace").is_none(),
+                    "{file}: the kustomization sets the namespace"
+                );
+                by_kind
+                    .entry(at(&doc, "/kind").to_owned())
+                    .or_default()
+                    .push(doc);
+            }
+        }
+        Self {
+            kustomization,
+            listed,
+            by_kind,
+        }
+    }
+
+    fn all(&self, kind: &str) -> &[Value] {
+        self.by_kind.get(kind).map_or(&[], Vec::as_slice)
+    }
+
+    fn one(&self, kind: &str) -> &Value {
+        match self.all(kind) {
+            [one] => one,
+            other => panic!("expected one {kind}, found {}", other.len()),
+        }
+    }
+
+    fn statefulset(&self) -> &Value {
+        self.one("StatefulSet")
+    }
+}
+
+/// The pod template's spec of a workload.
+fn pod_spec(workload: &Value) -> &Value {
+    workload
+        .pointer("/spec/template/spec")
+        .expect("a pod template")
+}
+
+fn container<'a>(spec: &'a Value, list: &str, name: &str) -> &'a Value {
+    items(spec, &format!("/{list}"))
+        .iter()
+        .find(|c| c["name"] == json!(name))
+        .unwrap_or_else(|| panic!("no {list} entry named {name}"))
+}
+
+/// mountPath → volume name.
+fn mounts(container: &Value) -> BTreeMap<String, String> {
+    items(container, "/volumeMounts")
+        .iter()
+        .map(|m| (at(m, "/mountPath").to_owned(), at(m, "/name").to_owned()))
+        .collect()
+}
+
+fn volume<'a>(spec: &'a Value, name: &str) -> &'a Value {
+    items(spec, "/volumes")
+        .iter()
+        .find(|v| v["name"] == json!(name))
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// The volume mounted at `path`, if any.
+fn volume_at<'a>(spec: &'a Value, container: &Value, path: &str) -> Option<&'a Value> {
+    mounts(container).get(path).map(|name| volume(spec, name))
+}
+
+/// Whether every `key: value` of a selector's `matchLabels` (or of a
+/// Service's plain selector) is among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let selector = selector.get("matchLabels").unwrap_or(selector);
+    let wanted = selector.as_object().expect("a label map");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A container port given by name or number, as a number.
+fn port_number(container: &Value, port: &Value) -> u64 {
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port.as_str().expect("a port name or number");
+    items(container, "/ports")
+        .iter()
+        .find(|p| p["name"] == json!(name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+/// The single-node deploy's hardening, for any pod this directory runs.
+fn assert_hardened(what: &str, spec: &Value, containers: &[&Value]) {
+    assert_eq!(spec["automountServiceAccountToken"], json!(false), "{what}");
+    assert_eq!(spec["enableServiceLinks"], json!(false), "{what}");
+    let pod = &spec["securityContext"];
+    assert_eq!(pod["runAsNonRoot"], json!(true), "{what}");
+    let uid = pod["runAsUser"].as_u64().expect("numeric runAsUser");
+    assert_ne!(uid, 0, "{what}");
+    assert_eq!(at(pod, "/seccompProfile/type"), "RuntimeDefault", "{what}");
+    // The image's user: the single-node Deployment runs as it too.
+    let single = only_doc("deploy/kubernetes/deployment.yaml");
+    assert_eq!(
+        pod_spec(&single)["securityContext"]["runAsUser"],
+        json!(uid),
+        "{what}"
+    );
+    for c in containers {
+        let name = at(c, "/name");
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{what}/{name}");
+        assert_eq!(
+            sc["allowPrivilegeEscalation"],
+            json!(false),
+            "{what}/{name}"
+        );
+        assert_ne!(sc["privileged"], json!(true), "{what}/{name}");
+        assert_eq!(words(&sc["capabilities"]["drop"]), ["ALL"], "{what}/{name}");
+        assert!(
+            c["resources"]["requests"]["cpu"].is_string(),
+            "{what}/{name}: cpu request"
+        );
+        for bound in ["requests", "limits"] {
+            assert!(
+                c["resources"][bound]["memory"].is_string(),
+                "{what}/{name}: memory {bound}"
+            );
+        }
+        // Same image as the single-node deploy, so one build serves both.
+        assert_eq!(
+            c["image"],
+            pod_spec(&single)["containers"][0]["image"],
+            "{what}/{name}: image"
+        );
+    }
+}
+
+/// Parses an argv (without the program name) with odgw's own CLI.
+fn odgw_cli(what: &str, args: &[String]) -> Cli {
+    Cli::try_parse_from(std::iter::once("odgw".to_owned()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("{what}: odgw rejects {args:?}: {e}"))
+}
+
+/// Runs a program if it is installed: `None` (with a note) when it is not.
+fn installed(program: &str, args: &[&str]) -> Option<std::process::Output> {
+    match Command::new(program).args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("note: {program} is not installed; skipping that external check");
+            None
+        }
+        Err(e) => panic!("cannot run {program}: {e}"),
+    }
+}
+
+fn report(out: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every secret file the cluster config names, by config key.
+fn secret_files(c: &Config) -> BTreeMap<&'static str, PathBuf> {
+    [
+        ("store.master_key_file", c.store.master_key_file.clone()),
+        ("admin.token_file", c.admin.token_file.clone()),
+        (
+            "upstream.developer_key_file",
+            c.upstream.developer_key_file.clone(),
+        ),
+        ("postgres.url_file", c.postgres.url_file.clone()),
+        ("redis.url_file", c.redis.url_file.clone()),
+    ]
+    .into_iter()
+    .map(|(key, file)| (key, file.unwrap_or_else(|| panic!("{key} is not set"))))
+    .collect()
+}
+
+/// The example Secret: its name and its keys.
+fn example_secret() -> (String, BTreeSet<String>) {
+    let s = only_doc(&in_cluster("secret.example.yaml"));
+    let keys = s["stringData"]
+        .as_object()
+        .expect("stringData")
+        .keys()
+        .cloned()
+        .collect();
+    (at(&s, "/metadata/name").to_owned(), keys)
+}
+
+/// The Secret key behind `file` as `container` sees it: the mount holding
+/// the file must be a volume of Secret `secret`; returns the key.
+fn secret_key_of(spec: &Value, container: &Value, file: &Path, secret: &str) -> String {
+    let dir = file.parent().expect("a directory").to_str().unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let mount = items(container, "/volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == json!(dir))
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir} (for {})", file.display()));
+    assert_eq!(mount["readOnly"], json!(true), "{dir} is mounted read-only");
+    assert!(mount.get("subPath").is_none(), "{dir}: no subPath");
+    let v = volume(spec, at(mount, "/name"));
+    assert_eq!(at(v, "/secret/secretName"), secret, "volume at {dir}");
+    let mode = v["secret"]["defaultMode"]
+        .as_u64()
+        .expect("an explicit defaultMode");
+    assert_eq!(mode & 0o137, 0, "{dir}: mode {mode:o} is at most 0640");
+    match v["secret"].get("items") {
+        // Without items, every key is a file named as the key.
+        None => name.to_owned(),
+        Some(list) => at(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == json!(name))
+                .unwrap_or_else(|| panic!("no Secret item is mounted as {name}")),
+            "/key",
+        )
+        .to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_redis() {
+    let c = config_at(CLUSTER_CONFIG);
+    assert_eq!(c.store.backend, StoreBackend::Postgres);
+    assert_eq!(c.limits.backend, LimitsBackend::Redis);
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.server.admin_listen.to_string(), "0.0.0.0:8081");
+    assert!(c.audit.fail_closed, "production audit must fail closed");
+    assert!(
+        c.audit.path.starts_with("/var/lib/odgw"),
+        "{:?}",
+        c.audit.path
+    );
+    // node_id comes from each pod, never from the shared file.
+    let table: toml::Table = text_of(CLUSTER_CONFIG).parse().unwrap();
+    assert!(
+        table["server"].get("node_id").is_none(),
+        "server.node_id must differ per replica: set it by env, not in the file"
+    );
+
+    // Lay the Secret out as the StatefulSet mounts it (one file per key, in
+    // its mount directory), point the config there, and load it with no
+    // secret in the environment: every file it names must exist.
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let spec = pod_spec(sts);
+    let odgw = container(spec, "containers", "odgw");
+    let (secret, keys) = example_secret();
+    let files = secret_files(&c);
+    let dir = files["store.master_key_file"]
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for file in files.values() {
+        assert_eq!(
+            file.parent().unwrap(),
+            Path::new(&dir),
+            "one secret directory"
+        );
+    }
+    let volume = volume_at(spec, odgw, &dir).expect("the secret directory is mounted");
+    assert_eq!(at(volume, "/secret/secretName"), secret);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mounted = tmp.path().join(dir.trim_start_matches('/'));
+    std::fs::create_dir_all(&mounted).unwrap();
+    for key in &keys {
+        let value = if key == "master-key" {
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+        } else {
+            "placeholder\n"
+        };
+        std::fs::write(mounted.join(key), value).unwrap();
+    }
+    let text =
+        text_of(CLUSTER_CONFIG).replace(&format!("\"{dir}/"), &format!("\"{}/", mounted.display()));
+    let pod = format!("{}-0", at(sts, "/metadata/name"));
+    let node_env = env_of(&[("ODGW_SERVER__NODE_ID", &pod)]);
+    let loaded = Config::from_toml_str(&text, &node_env)
+        .unwrap_or_else(|e| panic!("{CLUSTER_CONFIG} under the mounted Secret: {e}"));
+    assert_eq!(loaded.server.node_id, pod);
+    assert_eq!(loaded.store.backend, StoreBackend::Postgres);
+    assert_eq!(loaded.limits.backend, LimitsBackend::Redis);
+    assert_eq!(
+        loaded.postgres.url_file.as_deref(),
+        Some(mounted.join("postgres-url").as_path())
+    );
+
+    // The failing edge: a Secret without redis-url leaves a replica unable
+    // to start, and the loader says which key is missing.
+    std::fs::remove_file(mounted.join("redis-url")).unwrap();
+    let err = Config::from_toml_str(&text, &node_env)
+        .expect_err("a missing secret file is refused")
+        .to_string();
+    assert!(err.contains("redis.url_file"), "{err}");
+    assert!(!err.contains("postgres.url_file"), "{err}");
+}
+
+#[test]
+fn cluster_config_differs_from_the_single_node_one_only_in_cluster_settings() {
+    let single = config_at(SINGLE_CONFIG);
+    let cluster = config_at(CLUSTER_CONFIG);
+    let as_json = |c: &Config| serde_json::to_value(c).unwrap();
+    let (mut a, mut b) = (as_json(&single), as_json(&cluster));
+    // What a cluster changes: the backends, where secrets are read from, and
+    // the sections only a cluster uses.
+    for v in [&mut a, &mut b] {
+        let o = v.as_object_mut().unwrap();
+        o.remove("store");
+        o.remove("admin");
+        o.remove("postgres");
+        o.remove("redis");
+        o["upstream"]
+            .as_object_mut()
+            .unwrap()
+            .remove("developer_key_file");
+        o["limits"].as_object_mut().unwrap().remove("backend");
+    }
+    assert_eq!(
+        a, b,
+        "{CLUSTER_CONFIG} and {SINGLE_CONFIG} must agree on every traffic setting"
+    );
+    assert_eq!(single.store.backend, StoreBackend::Sled);
+    assert_eq!(single.limits.backend, LimitsBackend::Local);
+}
+
+#[test]
+fn every_replica_name_is_a_valid_node_id() {
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+    let name = at(sts, "/metadata/name");
+    let env = secrets_as_env();
+    for n in 0..replicas {
+        let pod = format!("{name}-{n}");
+        let c = Config::parse(
+            Some(&at_repo(CLUSTER_CONFIG)),
+            &env_of(&[("ODGW_SERVER__NODE_ID", &pod)]),
+        )
+        .unwrap();
+        c.validate(&env)
+            .unwrap_or_else(|e| panic!("pod {pod} as node_id: {e}"));
+        assert_eq!(c.server.node_id, pod);
+    }
+}
+
+/// Every secret as an env var, for validating without the files.
+fn secrets_as_env() -> BTreeMap<String, String> {
+    env_of(&[
+        (
+            ENV_MASTER_KEY,
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+        (ENV_ADMIN_TOKEN, "t"),
+        (ENV_DEVELOPER_KEY, "d"),
+        (ENV_POSTGRES_URL, "postgres://db/odgw"),
+        (ENV_REDIS_URL, "redis://cache"),
+    ])
+}
+
+// ---------------------------------------------------------------- kustomization
+
+#[test]
+fn kustomization_applies_every_manifest_but_the_example_secret_and_the_move_job() {
+    let applied = Applied::load();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(at_repo(CLUSTER_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    let listed: BTreeSet<String> = applied.listed.iter().cloned().collect();
+    assert_eq!(
+        listed.len(),
+        applied.listed.len(),
+        "a resource listed twice"
+    );
+    for file in &listed {
+        assert!(on_disk.contains(file), "kustomization lists missing {file}");
+    }
+    let unlisted: Vec<&str> = on_disk
+        .iter()
+        .filter(|f| !listed.contains(*f))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(unlisted, NOT_APPLIED, "only these stay out");
+
+    let kinds: BTreeSet<&str> = applied.by_kind.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ConfigMap",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Service",
+            "StatefulSet"
+        ])
+    );
+    // No Secret or one-off Job is applied from the repository, and no
+    // shared volume exists (each replica's audit volume comes from the
+    // StatefulSet).
+    for absent in ["Secret", "Job", "PersistentVolumeClaim", "Deployment"] {
+        assert!(!kinds.contains(absent), "{absent} must not be applied");
+    }
+
+    // The single-node deploy's namespace, declared the same way.
+    let ns = applied.one("Namespace");
+    assert_eq!(
+        at(&applied.kustomization, "/namespace"),
+        at(ns, "/metadata/name")
+    );
+    let single = only_doc("deploy/kubernetes/namespace.yaml");
+    assert_eq!(ns, &single, "the namespace matches the single-node one");
+}
+
+#[test]
+fn configmap_carries_the_cluster_config_verbatim() {
+    let applied = Applied::load();
+    let cm = applied.one("ConfigMap");
+    assert_eq!(
+        at(cm, "/data/odgw.toml"),
+        text_of(CLUSTER_CONFIG),
+        "configmap.yaml must embed {CLUSTER_CONFIG} exactly"
+    );
+    // Its own name: the single-node ConfigMap may be in the namespace too.
+    let single = only_doc("deploy/kubernetes/configmap.yaml");
+    assert_ne!(at(cm, "/metadata/name"), at(&single, "/metadata/name"));
+}
+
+// ---------------------------------------------------------------- StatefulSet
+
+#[test]
+fn statefulset_runs_three_hardened_replicas_probed_on_the_admin_port() {
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let config = config_at(CLUSTER_CONFIG);
+    assert_eq!(sts["spec"]["replicas"], json!(3));
+    let labels = sts.pointer("/spec/template/metadata/labels").unwrap();
+    assert!(selects(&sts["spec"]["selector"], labels), "selector");
+    assert_eq!(
+        at(sts, "/spec/updateStrategy/type"),
+        "RollingUpdate",
+        "replicas are replaced one at a time"
+    );
+
+    let spec = pod_spec(sts);
+    let odgw = container(spec, "containers", "odgw");
+    assert_eq!(items(spec, "/containers").len(), 1);
+    assert_hardened("StatefulSet", spec, &[odgw]);
+
+    // Starts odgw serve with the ConfigMap's file.
+    let cli = odgw_cli("StatefulSet args", &words(&odgw["args"]));
+    assert!(matches!(&cli.command, OdgwCommand::Serve(s) if !s.dev));
+    assert_eq!(cli.log_format, LogFormat::Json);
+    let config_path = cli.config.expect("--config");
+    let dir = config_path.parent().unwrap().to_str().unwrap();
+    let cm = volume_at(spec, odgw, dir).expect("the config directory is mounted");
+    assert_eq!(
+        at(cm, "/configMap/name"),
+        at(applied.one("ConfigMap"), "/metadata/name")
+    );
+    let key = config_path.file_name().unwrap().to_str().unwrap();
+    assert!(
+        applied.one("ConfigMap")["data"].get(key).is_some(),
+        "the ConfigMap has no {key}"
+    );
+
+    // Ports are the config's listeners; every probe is on the admin port.
+    let port = |name: &str| port_number(odgw, &json!(name));
+    assert_eq!(port("http"), u64::from(config.server.listen.port()));
+    assert_eq!(port("admin"), u64::from(config.server.admin_listen.port()));
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        assert_eq!(at(odgw, &format!("/{probe}/httpGet/path")), path, "{probe}");
+        assert_eq!(
+            port_number(odgw, &odgw[probe]["httpGet"]["port"]),
+            u64::from(config.server.admin_listen.port()),
+            "{probe} port"
+        );
+    }
+
+    // SIGKILL comes only after the preStop pause and the whole shutdown grace.
+    let grace = spec["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    let pause = odgw
+        .pointer("/lifecycle/preStop/sleep/seconds")
+        .and_then(Value::as_u64)
+        .expect("a preStop sleep (the image has no shell)");
+    assert!(pause > 0);
+    assert!(
+        Duration::from_secs(grace) > Duration::from_secs(pause) + config.server.shutdown_grace.0,
+        "terminationGracePeriodSeconds {grace} must exceed preStop {pause}s + shutdown_grace"
+    );
+
+    // Replicas spread over nodes where possible, never forced.
+    let terms = items(
+        spec,
+        "/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+    );
+    assert!(!terms.is_empty());
+    assert!(spec
+        .pointer("/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+        .is_none());
+    let term = &terms[0]["podAffinityTerm"];
+    assert_eq!(at(term, "/topologyKey"), "kubernetes.io/hostname");
+    assert!(
+        selects(&term["labelSelector"], labels),
+        "anti-affinity selects the replicas"
+    );
+
+    // Scraped like the single-node pod, on the admin port.
+    let annotations = sts.pointer("/spec/template/metadata/annotations").unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], json!("true"));
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        json!(config.server.admin_listen.port().to_string())
+    );
+}
+
+#[test]
+fn statefulset_mounts_every_secret_file_the_config_names_and_sets_the_node_id() {
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let spec = pod_spec(sts);
+    let odgw = container(spec, "containers", "odgw");
+    let config = config_at(CLUSTER_CONFIG);
+    let (secret, keys) = example_secret();
+
+    let mut used = BTreeSet::new();
+    for (config_key, file) in secret_files(&config) {
+        let key = secret_key_of(spec, odgw, &file, &secret);
+        assert!(
+            keys.contains(&key),
+            "{config_key} reads Secret key {key}, which secret.example.yaml lacks"
+        );
+        assert!(used.insert(key.clone()), "{key} serves two config keys");
+    }
+    assert_eq!(used, keys, "every Secret key is read by the config");
+
+    // The environment holds no secret: only the node id, from the pod name.
+    let env = items(odgw, "/env");
+    for e in env {
+        let name = at(e, "/name");
+        assert!(
+            !SECRET_ENV.contains(&name),
+            "{name}: secrets come from files"
+        );
+        assert!(
+            e.pointer("/valueFrom/secretKeyRef").is_none(),
+            "{name}: no secret in the environment"
+        );
+    }
+    let node = env
+        .iter()
+        .find(|e| e["name"] == json!("ODGW_SERVER__NODE_ID"))
+        .expect("ODGW_SERVER__NODE_ID");
+    assert_eq!(at(node, "/valueFrom/fieldRef/fieldPath"), "metadata.name");
+    assert!(node.get("value").is_none());
+
+    // Every ODGW_*__* variable is a real config key.
+    let overrides: BTreeMap<String, String> = env
+        .iter()
+        .map(|e| at(e, "/name"))
+        .filter(|n| n.starts_with("ODGW_") && n.contains("__"))
+        .map(|n| (n.to_owned(), "odgw-0".to_owned()))
+        .collect();
+    assert!(!overrides.is_empty());
+    let c = Config::parse(Some(&at_repo(CLUSTER_CONFIG)), &overrides)
+        .unwrap_or_else(|e| panic!("StatefulSet env overrides: {e}"));
+    assert_eq!(c.server.node_id, "odgw-0");
+}
+
+#[test]
+fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let spec = pod_spec(sts);
+    let odgw = container(spec, "containers", "odgw");
+    let config = config_at(CLUSTER_CONFIG);
+
+    let templates = items(sts, "/spec/volumeClaimTemplates");
+    assert_eq!(
+        templates.len(),
+        1,
+        "one volume per replica: its audit trail"
+    );
+    let claim = &templates[0];
+    let claim_name = at(claim, "/metadata/name");
+    let modes = words(&claim["spec"]["accessModes"]);
+    assert!(
+        modes
+            .iter()
+            .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod"),
+        "one writer per audit trail, never a shared volume: {modes:?}"
+    );
+    assert!(claim
+        .pointer("/spec/resources/requests/storage")
+        .is_some_and(Value::is_string));
+
+    // The claim is mounted where the audit trail lives, and is no pod volume
+    // (a template, so each pod gets its own).
+    let (mount, _) = mounts(odgw)
+        .into_iter()
+        .find(|(_, name)| name == claim_name)
+        .expect("the audit claim is mounted");
+    assert!(
+        config.audit.path.starts_with(&mount),
+        "audit.path {:?} is not on the claim mounted at {mount}",
+        config.audit.path
+    );
+    for v in items(spec, "/volumes") {
+        assert_ne!(at(v, "/name"), claim_name);
+        assert!(
+            v.get("persistentVolumeClaim").is_none(),
+            "no volume is shared between replicas: {v}"
+        );
+    }
+    // No sled volume: the keys are in PostgreSQL.
+    assert_eq!(config.store.backend, StoreBackend::Postgres);
+    assert_eq!(
+        mounts(odgw).values().filter(|n| *n == claim_name).count(),
+        1
+    );
+
+    // Scaling down or deleting keeps the trails.
+    for when in ["whenDeleted", "whenScaled"] {
+        assert_eq!(
+            at(
+                sts,
+                &format!("/spec/persistentVolumeClaimRetentionPolicy/{when}")
+            ),
+            "Retain",
+            "{when}"
+        );
+    }
+
+    // Everything else the pod writes is in memory or a small emptyDir.
+    for (path, name) in mounts(odgw) {
+        if name == claim_name {
+            continue;
+        }
+        let v = volume(spec, &name);
+        assert!(
+            v.get("configMap").is_some()
+                || v.get("secret").is_some()
+                || v.get("emptyDir").is_some(),
+            "{path}: unexpected volume {v}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- Services, PDB
+
+#[test]
+fn services_and_the_disruption_budget_select_the_replicas_and_only_them() {
+    let applied = Applied::load();
+    let sts = applied.statefulset();
+    let labels = sts.pointer("/spec/template/metadata/labels").unwrap();
+    let odgw = container(pod_spec(sts), "containers", "odgw");
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+    // Pods that must never get cluster traffic: the single-node gateway
+    // (its own sled store) and the one-off move Job.
+    let single = only_doc("deploy/kubernetes/deployment.yaml");
+    let single_labels = single.pointer("/spec/template/metadata/labels").unwrap();
+    let job = only_doc(&in_cluster("move-store.job.yaml"));
+    let job_labels = job.pointer("/spec/template/metadata/labels").unwrap();
+
+    let mut by_name = BTreeMap::new();
+    for s in applied.all("Service") {
+        let name = at(s, "/metadata/name");
+        assert_eq!(at(s, "/spec/type"), "ClusterIP", "{name}: never exposed");
+        let selector = &s["spec"]["selector"];
+        assert!(selects(selector, labels), "{name} selects the replicas");
+        assert!(
+            !selects(selector, single_labels),
+            "{name} must not select a single-node pod"
+        );
+        assert!(
+            !selects(selector, job_labels),
+            "{name} must not select the Job"
+        );
+        let ports = items(s, "/spec/ports");
+        assert_eq!(ports.len(), 1, "{name}: one port per Service");
+        let target = &ports[0]["targetPort"];
+        port_number(odgw, target);
+        by_name.insert(
+            name.to_owned(),
+            (s, at(&ports[0], "/targetPort").to_owned()),
+        );
+    }
+    // Data plane over every replica, under the single-node Service's name.
+    let (data, target) = &by_name["odgw"];
+    assert_eq!(target, "http");
+    assert!(
+        data["spec"].get("clusterIP").is_none(),
+        "load-balanced, not headless"
+    );
+    // Admin kept separate from the data plane.
+    let admin: Vec<&String> = by_name
+        .iter()
+        .filter(|(_, (s, t))| t == "admin" && s["spec"].get("clusterIP").is_none())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(admin, ["odgw-admin"]);
+    assert!(by_name.values().all(|(_, t)| t == "http" || t == "admin"));
+    // The StatefulSet's governing Service is headless, admin port only, and
+    // lists replicas that are not ready so they can be inspected.
+    let (governing, target) = &by_name[at(sts, "/spec/serviceName")];
+    assert_eq!(governing["spec"]["clusterIP"], json!("None"));
+    assert_eq!(governing["spec"]["publishNotReadyAddresses"], json!(true));
+    assert_eq!(target, "admin");
+
+    let pdb = applied.one("PodDisruptionBudget");
+    assert!(
+        selects(&pdb["spec"]["selector"], labels),
+        "the PDB selects the replicas"
+    );
+    assert!(!selects(&pdb["spec"]["selector"], single_labels));
+    let min = pdb["spec"]["minAvailable"].as_u64().expect("minAvailable");
+    assert_eq!(min, 2);
+    assert!(min < replicas, "a drain must be able to evict one replica");
+    assert!(pdb["spec"].get("maxUnavailable").is_none());
+}
+
+#[test]
+fn example_secret_holds_only_placeholders() {
+    let s = only_doc(&in_cluster("secret.example.yaml"));
+    assert_eq!(at(&s, "/kind"), "Secret");
+    assert!(s.get("data").is_none(), "placeholders go in stringData");
+    let values = s["stringData"].as_object().unwrap();
+    let keys: Vec<&str> = values.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "admin-token",
+            "developer-key",
+            "master-key",
+            "postgres-url",
+            "redis-url"
+        ]
+    );
+    for (k, v) in values {
+        let v = v.as_str().unwrap();
+        assert!(
+            v.starts_with("REPLACE-ME"),
+            "{k} must be a marked placeholder"
+        );
+        assert!(
+            !(v.len() == 44 && v.ends_with('=')),
+            "{k} looks like a real master key"
+        );
+        // A URL with a password in it would be a leaked credential.
+        assert!(
+            !v.contains('@') || v.contains(":PASSWORD@"),
+            "{k} holds something that looks like a real credential"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- move-store Job
+
+#[test]
+fn move_store_job_exports_the_single_node_store_and_imports_with_the_cluster_config() {
+    let job = only_doc(&in_cluster("move-store.job.yaml"));
+    assert_eq!(at(&job, "/kind"), "Job");
+    assert_eq!(job["spec"]["backoffLimit"], json!(0), "no automatic retry");
+    let spec = pod_spec(&job);
+    assert_eq!(at(spec, "/restartPolicy"), "Never");
+    let export = container(spec, "initContainers", "export");
+    let import = container(spec, "containers", "import");
+    assert_hardened("move-store Job", spec, &[export, import]);
+
+    // 1. Export: the single-node config, volume and master key.
+    let cli = odgw_cli("export", &words(&export["args"]));
+    let OdgwCommand::Store(StoreCommand::Export {
+        output: Some(output),
+    }) = &cli.command
+    else {
+        panic!("the init container must run `store export --output FILE`");
+    };
+    let export_config = cli.config.clone().expect("--config");
+    let single_cm = only_doc("deploy/kubernetes/configmap.yaml");
+    let cm = volume_at(
+        spec,
+        export,
+        export_config.parent().unwrap().to_str().unwrap(),
+    )
+    .expect("the export's config directory is mounted");
+    assert_eq!(at(cm, "/configMap/name"), at(&single_cm, "/metadata/name"));
+    let single = config_at(SINGLE_CONFIG);
+    assert_eq!(single.store.backend, StoreBackend::Sled);
+    let pvc = only_doc("deploy/kubernetes/pvc.yaml");
+    let (data_mount, data_volume) = mounts(export)
+        .into_iter()
+        .find(|(_, name)| volume(spec, name).get("persistentVolumeClaim").is_some())
+        .expect("the single-node volume is mounted");
+    assert_eq!(
+        at(
+            volume(spec, &data_volume),
+            "/persistentVolumeClaim/claimName"
+        ),
+        at(&pvc, "/metadata/name")
+    );
+    assert!(
+        single.store.path.starts_with(&data_mount),
+        "store.path {:?} is not on the volume mounted at {data_mount}",
+        single.store.path
+    );
+    let single_secret = only_doc("deploy/kubernetes/secret.example.yaml");
+    let master = items(export, "/env")
+        .iter()
+        .find(|e| e["name"] == json!(ENV_MASTER_KEY))
+        .expect("the single node's master key");
+    assert_eq!(
+        at(master, "/valueFrom/secretKeyRef/name"),
+        at(&single_secret, "/metadata/name")
+    );
+    assert!(single_secret["stringData"]
+        .get(at(master, "/valueFrom/secretKeyRef/key"))
+        .is_some());
+
+    // 2. Import: the cluster config and Secret, the file the export wrote.
+    let cli = odgw_cli("import", &words(&import["args"]));
+    let OdgwCommand::Store(StoreCommand::Import { file }) = &cli.command else {
+        panic!("the container must run `store import FILE`");
+    };
+    assert_eq!(
+        Path::new(file),
+        output.as_path(),
+        "import reads what export wrote"
+    );
+    let import_config = cli.config.clone().expect("--config");
+    let cm = volume_at(
+        spec,
+        import,
+        import_config.parent().unwrap().to_str().unwrap(),
+    )
+    .expect("the import's config directory is mounted");
+    let applied = Applied::load();
+    assert_eq!(
+        at(cm, "/configMap/name"),
+        at(applied.one("ConfigMap"), "/metadata/name")
+    );
+    assert!(
+        import.get("env").is_none(),
+        "the cluster config reads its secret files"
+    );
+    let config = config_at(CLUSTER_CONFIG);
+    let (secret, keys) = example_secret();
+    for file in [
+        config.store.master_key_file.as_deref().unwrap(),
+        config.postgres.url_file.as_deref().unwrap(),
+    ] {
+        let key = secret_key_of(spec, import, file, &secret);
+        assert!(keys.contains(&key), "{key}");
+    }
+
+    // The file passes between them on a volume of this pod only.
+    let dir = output.parent().unwrap().to_str().unwrap();
+    let shared = mounts(export)[dir].clone();
+    assert_eq!(mounts(import)[dir], shared);
+    assert!(volume(spec, &shared).get("emptyDir").is_some());
+}
+
+// ---------------------------------------------------------------- README
+
+/// The "Running several replicas" section of deploy/README.md.
+fn readme_section() -> String {
+    let readme = text_of("deploy/README.md");
+    let start = readme
+        .find("\n## Running several replicas\n")
+        .expect("deploy/README.md has a section \"Running several replicas\"");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+    rest[..end].to_owned()
+}
+
+/// Shell commands of the ```sh blocks, continuation lines joined.
+fn shell_commands(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut current = String::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if !in_block || line.trim_start().starts_with('#') {
+            continue;
+        }
+        // A trailing comment, as in `cmd   # what it prints`.
+        let line = line.split(" # ").next().unwrap_or_default();
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_documents_the_cluster_deploy_and_its_odgw_commands_parse() {
+    let section = readme_section();
+    let readme = text_of("deploy/README.md");
+    for f in std::fs::read_dir(at_repo(CLUSTER_DIR)).unwrap() {
+        let name = f.unwrap().file_name().into_string().unwrap();
+        assert!(
+            section.contains(&format!("`{name}`")),
+            "the section does not describe {name}"
+        );
+    }
+    for needed in ["config/odgw.cluster.toml", "kubernetes/cluster/"] {
+        assert!(
+            readme.contains(&format!("`{needed}`")),
+            "README lacks {needed}"
+        );
+    }
+    for topic in [
+        "store export",
+        "store import",
+        "redis.on_failure",
+        "limiter_unavailable",
+        "store_unavailable",
+        "same master key",
+        "audit verify",
+        "per replica",
+        "ODGW_SERVER__NODE_ID",
+    ] {
+        assert!(section.contains(topic), "the section lacks {topic:?}");
+    }
+
+    // The Secret the README creates has exactly the example's keys.
+    let (secret, keys) = example_secret();
+    let commands = shell_commands(&section);
+    let creates: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.contains(&format!("create secret generic {secret}")))
+        .collect();
+    assert!(!creates.is_empty(), "the README creates {secret}");
+    for c in creates {
+        let from: BTreeSet<String> = c
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("--from-file="))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(from, keys, "{c}");
+    }
+
+    // Every odgw invocation in the section parses with odgw's CLI.
+    let mut parsed = BTreeSet::new();
+    for c in &commands {
+        let words: Vec<&str> = c.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        let program = words
+            .iter()
+            .position(|w| *w == "/usr/local/bin/odgw")
+            .or_else(|| {
+                (!["kubectl", "systemctl"].contains(&words[0]))
+                    .then(|| words.iter().position(|w| *w == "odgw"))
+                    .flatten()
+            });
+        let Some(program) = program else { continue };
+        let mut args = Vec::new();
+        let mut rest = words[program + 1..].iter();
+        while let Some(w) = rest.next() {
+            match *w {
+                "|" => break,
+                "<" | ">" => {
+                    rest.next();
+                }
+                w => args.push(w.to_owned()),
+            }
+        }
+        let cli = odgw_cli(&format!("deploy/README.md: {c}"), &args);
+        let shown = format!("{:?}", cli.command);
+        parsed.insert(
+            shown
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        if let OdgwCommand::Store(StoreCommand::Import { .. } | StoreCommand::Export { .. }) =
+            &cli.command
+        {
+            assert!(
+                cli.config.is_some(),
+                "{c}: the store commands need --config"
+            );
+        }
+    }
+    assert!(
+        parsed.len() >= 3,
+        "store, audit and tenant commands: {parsed:?}"
+    );
+}
+
+// ---------------------------------------------------------------- external tools
+
+#[test]
+fn kustomize_builds_when_kubectl_is_installed() {
+    let dir = at_repo(CLUSTER_DIR);
+    let Some(out) = installed("kubectl", &["kustomize", dir.to_str().unwrap()]) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", report(&out));
+    let built = yaml::parse(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("kustomize output: {e}"));
+    let mut kinds = BTreeMap::new();
+    for doc in &built {
+        if doc["kind"] != json!("Namespace") {
+            assert_eq!(at(doc, "/metadata/namespace"), "odgw", "{doc}");
+        }
+        *kinds.entry(at(doc, "/kind").to_owned()).or_insert(0) += 1;
+    }
+    let kinds: Vec<(&str, i32)> = kinds.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ConfigMap", 1),
+            ("Namespace", 1),
+            ("PodDisruptionBudget", 1),
+            ("Service", 3),
+            ("StatefulSet", 1)
+        ]
+    );
+}
+
+#[test]
+fn yaml_files_parse_alike_here_and_in_pyyaml() {
+    const SCRIPT: &str = "import sys, json\n\
+try:\n    import yaml\nexcept ImportError:\n    sys.exit(3)\n\
+json.dump([d for d in yaml.safe_load_all(open(sys.argv[1], encoding='utf-8')) if d is not None], sys.stdout)\n";
+    let mut files: Vec<String> = std::fs::read_dir(at_repo(CLUSTER_DIR))
+        .unwrap()
+        .map(|e| in_cluster(&e.unwrap().file_name().into_string().unwrap()))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for file in files {
+        let ours = yaml_file(&file);
+        assert!(!ours.is_empty(), "{file} is empty");
+        let path = at_repo(&file);
+        let Some(out) = installed("python3", &["-c", SCRIPT, path.to_str().unwrap()]) else {
+            return;
+        };
+        if out.status.code() == Some(3) {
+            eprintln!("note: PyYAML is not installed; skipping the YAML cross-check");
+            return;
+        }
+        assert!(
+            out.status.success(),
+            "PyYAML rejects {file}: {}",
+            report(&out)
+        );
+        let theirs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours, theirs, "{file}: this reader and PyYAML disagree");
+    }
+}
+
+#[test]
+fn yaml_reader_reads_the_subset_and_refuses_the_rest() {
+    let docs = yaml::parse(
+        "# head\nk: v  # tail\nlist:\n  - a\n  - num: 1\n    m: [x, \"y z\"]\ncompact:\n- -3\n- ~\n\
+         lit: |\n  one\n\n  # kept\n    indented\nstrip: |-\n  s\nq: 'it''s'\ne: {}\n---\nt: true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        docs,
+        [
+            json!({"k": "v", "list": ["a", {"num": 1, "m": ["x", "y z"]}], "compact": [-3, null],
+                   "lit": "one\n\n# kept\n  indented\n", "strip": "s", "q": "it's", "e": {}}),
+            json!({"t": true}),
+        ]
+    );
+    for bad in [
+        "a: 1\n  b: 2\n",   // deeper indentation after a scalar
+        "a: 1\na: 2\n",     // duplicate key
+        "a:\n\t- x\n",      // tab
+        "a: no\n",          // YAML 1.1 boolean
+        "a: 0440\n",        // YAML 1.1 octal
+        "a: b: c\n",        // a mapping inside a plain scalar
+        "a: \"x\n",         // unclosed quote
+        "a: {b: 1}\n",      // flow mapping
+        "a: [b, [c]]\n",    // nested flow
+        "a: &x 1\n",        // anchor
+        "a: >\n  folded\n", // folded scalars are not used here
+        "- a\nb: 1\n",      // sequence, then mapping, at one level
+        "  a: 1\n",         // document not at column 0
+    ] {
+        assert!(yaml::parse(bad).is_err(), "accepted {bad:?}");
+    }
+}
+
+/// A strict reader for the block YAML these manifests are written in:
+/// mappings and sequences by indentation (sequences also "compact", at their
+/// key's column), plain and quoted scalars, flow sequences of scalars, `{}`,
+/// literal block scalars (`|`, `|-`) and `---` between documents. Anything
+/// else is an error rather than a guess, and so is a plain scalar that YAML
+/// 1.1 and 1.2 readers would take differently (`no`, `0440`).
+///
+/// Each line is first cut into tokens, a `-` per sequence entry and then a
+/// `key: value` entry or a scalar, each with the column it starts at; block
+/// scalars are read whole by the tokenizer. A small recursive parser then
+/// builds the value from the columns.
+mod yaml {
+    use serde_json::{Map, Value};
+
+    #[derive(Debug)]
+    enum Token {
+        /// `-` opening a sequence entry.
+        Dash { line: usize, col: usize },
+        /// `key:` with its value on the same line, or `None` when a block
+        /// follows on the next lines.
+        Entry {
+            line: usize,
+            col: usize,
+            key: String,
+            value: Option<Value>,
+        },
+        /// A scalar alone (a sequence entry's value on its own line).
+        Scalar {
+            line: usize,
+            col: usize,
+            value: Value,
+        },
+    }
+
+    impl Token {
+        fn col(&self) -> usize {
+            match self {
+                Self::Dash { col, .. } | Self::Entry { col, .. } | Self::Scalar { col, .. } => *col,
+            }
+        }
+        fn line(&self) -> usize {
+            match self {
+                Self::Dash { line, .. } | Self::Entry { line, .. } | Self::Scalar { line, .. } => {
+                    *line
+                }
+            }
+        }
+    }
+
+    /// Every non-empty document of `text`.
+    pub fn parse(text: &str) -> Result<Vec<Value>, String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for end in (0..=lines.len()).filter(|&i| i == lines.len() || lines[i] == "---") {
+            let tokens = tokenize(&lines[start..end], start)?;
+            start = end + 1;
+            let Some(first) = tokens.first() else {
+                continue;
+            };
+            if first.col() != 0 {
+                return Err(format!(
+                    "line {}: a document starts at column 0",
+                    first.line()
+                ));
+            }
+            let mut p = Parser { tokens, pos: 0 };
+            let value = p.block(0)?;
+            if let Some(t) = p.tokens.get(p.pos) {
+                return Err(format!("line {}: unexpected content", t.line()));
+            }
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    fn blank_or_comment(line: &str) -> bool {
+        let t = line.trim();
+        t.is_empty() || t.starts_with('#')
+    }
+
+    fn tokenize(lines: &[&str], first_no: usize) -> Result<Vec<Token>, String> {
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let raw = lines[i];
+            let line = first_no + i + 1;
+            i += 1;
+            if blank_or_comment(raw) {
+                continue;
+            }
+            let body = raw.trim_start_matches(' ');
+            if body.starts_with('\t') {
+                return Err(format!("line {line}: tab in indentation"));
+            }
+            let mut col = raw.len() - body.len();
+            let mut rest = body.trim_end();
+            while rest == "-" || rest.starts_with("- ") {
+                tokens.push(Token::Dash { line, col });
+                let after = rest[1..].trim_start_matches(' ');
+                col += rest.len() - after.len();
+                rest = after;
+            }
+            if rest.is_empty() || rest.starts_with('#') {
+                continue;
+            }
+            let Some(colon) = key_end(rest) else {
+                tokens.push(Token::Scalar {
+                    line,
+                    col,
+                    value: scalar(rest, line)?,
+                });
+                continue;
+            };
+            let key = match scalar(rest[..colon].trim_end(), line)? {
+                Value::String(key) => key,
+                other => return Err(format!("line {line}: key {other} is not a string")),
+            };
+            let after = without_comment(&rest[colon + 1..]).trim();
+            let value = match after {
+                "" => None,
+                "|" | "|-" => {
+                    let (text, used) = literal(&lines[i..], col, after == "|-", line)?;
+                    i += used;
+                    Some(Value::String(text))
+                }
+                _ if after.starts_with(['|', '>']) => {
+                    return Err(format!(
+                        "line {line}: block scalar {after:?} is not supported"
+                    ))
+                }
+                _ => Some(scalar(after, line)?),
+            };
+            tokens.push(Token::Entry {
+                line,
+                col,
+                key,
+                value,
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// A literal block scalar under a key at column `parent`: its text and
+    /// how many lines it spans.
+    fn literal(
+        lines: &[&str],
+        parent: usize,
+        strip: bool,
+        line: usize,
+    ) -> Result<(String, usize), String> {
+        let used = lines
+            .iter()
+            .position(|l| {
+                !l.trim().is_empty() && l.len() - l.trim_start_matches(' ').len() <= parent
+            })
+            .unwrap_or(lines.len());
+        let body = &lines[..used];
+        let Some(indent) = body
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start_matches(' ').len())
+        else {
+            return Ok((String::new(), used));
+        };
+        let mut text: Vec<&str> = Vec::with_capacity(body.len());
+        for (n, l) in body.iter().enumerate() {
+            if l.trim().is_empty() {
+                text.push("");
+            } else if l.len() - l.trim_start_matches(' ').len() < indent {
+                return Err(format!(
+                    "line {}: less indented than the block scalar's first line",
+                    line + 1 + n
+                ));
+            } else {
+                text.push(&l[indent..]);
+            }
+        }
+        while text.last() == Some(&"") {
+            text.pop();
+        }
+        let mut joined = text.join("\n");
+        if !strip && !joined.is_empty() {
+            joined.push('\n');
+        }
+        Ok((joined, used))
+    }
+
+    /// Where the `:` ending a mapping key is: the first one followed by a
+    /// space or the line's end, outside a quoted key, before any comment.
+    fn key_end(text: &str) -> Option<usize> {
+        let bytes = text.as_bytes();
+        let skip = match bytes.first() {
+            Some(q @ (b'"' | b'\'')) => 1 + text[1..].find(*q as char)? + 1,
+            _ => 0,
+        };
+        (skip..bytes.len()).find_map(|i| match bytes[i] {
+            b'#' if i > 0 && bytes[i - 1] == b' ' => Some(None),
+            b':' if bytes.get(i + 1).is_none_or(|b| *b == b' ') => Some(Some(i)),
+            _ => None,
+        })?
+    }
+
+    /// `text` up to a ` #` comment outside quotes.
+    fn without_comment(text: &str) -> &str {
+        let mut quote = None;
+        let mut prev = ' ';
+        for (i, c) in text.char_indices() {
+            match quote {
+                Some('"') if c == '\\' && prev != '\\' => {}
+                Some(q) if c == q && !(q == '"' && prev == '\\') => quote = None,
+                Some(_) => {}
+                None if (c == '"' || c == '\'') && matches!(prev, ' ' | '[' | ',') => {
+                    quote = Some(c)
+                }
+                None if c == '#' && prev == ' ' => return &text[..i],
+                None => {}
+            }
+            prev = c;
+        }
+        text
+    }
+
+    /// A scalar or a flow sequence of scalars, written on one line.
+    fn scalar(text: &str, line: usize) -> Result<Value, String> {
+        let text = without_comment(text).trim();
+        if let Some(inner) = text.strip_prefix('[') {
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| format!("line {line}: a flow sequence ends on its line"))?;
+            if inner.trim().is_empty() {
+                return Ok(Value::Array(Vec::new()));
+            }
+            return split_commas(inner, line)?
+                .into_iter()
+                .map(|item| match item.chars().next() {
+                    Some('[' | '{') => Err(format!("line {line}: nested flow collection")),
+                    _ => scalar(item, line),
+                })
+                .collect::<Result<_, _>>()
+                .map(Value::Array);
+        }
+        if text == "{}" {
+            return Ok(Value::Object(Map::new()));
+        }
+        if let Some(inner) = text.strip_prefix('"') {
+            return double_quoted(inner, line).map(Value::String);
+        }
+        if let Some(inner) = text.strip_prefix('\'') {
+            return match inner.strip_suffix('\'') {
+                Some(s) if !s.replace("''", "").contains('\'') => {
+                    Ok(Value::String(s.replace("''", "'")))
+                }
+                _ => Err(format!("line {line}: bad single-quoted scalar")),
+            };
+        }
+        plain(text, line)
+    }
+
+    fn split_commas(inner: &str, line: usize) -> Result<Vec<&str>, String> {
+        let mut parts = Vec::new();
+        let (mut quote, mut escaped, mut from) = (None, false, 0);
+        for (i, c) in inner.char_indices() {
+            match quote {
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if c == ',' => {
+                    parts.push(inner[from..i].trim());
+                    from = i + 1;
+                }
+                None => {}
+            }
+        }
+        parts.push(inner[from..].trim());
+        if quote.is_some() || parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("line {line}: bad flow sequence"));
+        }
+        Ok(parts)
+    }
+
+    fn double_quoted(inner: &str, line: usize) -> Result<String, String> {
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.as_str().trim().is_empty() => return Ok(out),
+                '"' => return Err(format!("line {line}: text after a closing quote")),
+                '\\' => out.push(match chars.next() {
+                    Some('"') => '"',
+                    Some('\\') => '\\',
+                    Some('/') => '/',
+                    Some('n') => '\n',
+                    Some('t') => '\t',
+                    other => return Err(format!("line {line}: unsupported escape {other:?}")),
+                }),
+                c => out.push(c),
+            }
+        }
+        Err(format!("line {line}: unclosed double quote"))
+    }
+
+    fn plain(text: &str, line: usize) -> Result<Value, String> {
+        let refuse = |why: &str| Err(format!("line {line}: {text:?}: {why}"));
+        if text.starts_with([
+            '&', '*', '!', '|', '>', '%', '@', '`', '{', '}', '[', ']', ',', '#',
+        ]) || text.starts_with("? ")
+        {
+            return refuse("needs quoting");
+        }
+        if text.contains(": ") || text.ends_with(':') || text.contains(" #") {
+            return refuse("needs quoting");
+        }
+        match text {
+            "" | "~" | "null" => return Ok(Value::Null),
+            "true" => return Ok(Value::Bool(true)),
+            "false" => return Ok(Value::Bool(false)),
+            _ => {}
+        }
+        let lower = text.to_ascii_lowercase();
+        if ["y", "n", "yes", "no", "on", "off", "true", "false", "null"].contains(&lower.as_str()) {
+            return refuse("reads differently in YAML 1.1 and 1.2; quote it");
+        }
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.len() > 1 && digits.starts_with('0') {
+                return refuse("is octal in YAML 1.1; quote it or write it in decimal");
+            }
+            return text
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|e| format!("line {line}: {e}"));
+        }
+        if digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"._:eE+-xXoObB".contains(&b))
+        {
+            return refuse("looks like a number to some readers; quote it");
+        }
+        Ok(Value::String(text.to_owned()))
+    }
+
+    struct Parser {
+        tokens: Vec<Token>,
+        pos: usize,
+    }
+
+    impl Parser {
+        fn peek(&self) -> Option<&Token> {
+            self.tokens.get(self.pos)
+        }
+
+        /// The mapping or sequence whose entries start at `col`.
+        fn block(&mut self, col: usize) -> Result<Value, String> {
+            match self.peek() {
+                Some(Token::Dash { .. }) => self.sequence(col),
+                Some(Token::Entry { .. }) => self.mapping(col),
+                Some(t) => Err(format!("line {}: a scalar cannot start a block", t.line())),
+                None => Ok(Value::Null),
+            }
+        }
+
+        fn mapping(&mut self, col: usize) -> Result<Value, String> {
+            let mut map = Map::new();
+            while let Some(t) = self.peek() {
+                if t.col() < col || matches!(t, Token::Dash { .. }) && t.col() == col {
+                    break;
+                }
+                let Token::Entry {
+                    line, col: c, key, ..
+                } = t
+                else {
+                    return Err(format!("line {}: expected `key: value`", t.line()));
+                };
+                let (line, key) = (*line, key.clone());
+                if *c != col {
+                    return Err(format!("line {line}: unexpected indentation"));
+                }
+                let Token::Entry { value, .. } = &mut self.tokens[self.pos] else {
+                    unreachable!("matched an entry above");
+                };
+                let value = value.take();
+                self.pos += 1;
+                let value = match value {
+                    Some(v) => v,
+                    None => match self.peek() {
+                        Some(next) if next.col() > col => self.block(next.col())?,
+                        // A compact sequence: `key:` then `- item` at its column.
+                        Some(Token::Dash { col: c, .. }) if *c == col => self.sequence(col)?,
+                        _ => Value::Null,
+                    },
+                };
+                if map.insert(key.clone(), value).is_some() {
+                    return Err(format!("line {line}: duplicate key {key:?}"));
+                }
+            }
+            Ok(Value::Object(map))
+        }
+
+        fn sequence(&mut self, col: usize) -> Result<Value, String> {
+            let mut list = Vec::new();
+            while let Some(t) = self.peek() {
+                match t {
+                    Token::Dash { col: c, .. } if *c == col => self.pos += 1,
+                    t if t.col() < col => break,
+                    Token::Entry { .. } if t.col() == col => break,
+                    t => return Err(format!("line {}: unexpected indentation", t.line())),
+                }
+                let item = match self.peek() {
+                    Some(Token::Scalar { col: c, .. }) if *c > col => {
+                        let Some(Token::Scalar { value, .. }) = self.tokens.get_mut(self.pos)
+                        else {
+                            unreachable!("matched a scalar above");
+                        };
+                        let value = value.take();
+                        self.pos += 1;
+                        value
+                    }
+                    Some(next) if next.col() > col => self.block(next.col())?,
+                    _ => Value::Null,
+                };
+                list.push(item);
+            }
+            Ok(Value::Array(list))
+        }
+    }
+}
