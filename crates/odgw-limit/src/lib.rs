@@ -12,14 +12,25 @@
 //! - [`SubjectLimitLayer`] / [`SubjectLimit`] (stack position 6, built with
 //!   [`subject_limit_layer`]): tower_governor keyed by tenant and JWT subject,
 //!   answered at once with 429 `rate_limited`.
+//! - [`RedisLimits`] (`limits.backend = "redis"`): one connection to a Redis
+//!   shared by every replica, from which come a shared tenant pacer
+//!   ([`RedisLimits::pacer`]) and a shared subject limit
+//!   ([`RedisLimits::subject_limit`]), so a tenant's budget holds for all
+//!   replicas together. [`RedisSettings`] and [`OnFailure`] configure it;
+//!   [`LimiterStatus`] tells whether budgets are shared right now or, while
+//!   Redis is unreachable, kept in process or refused with 503
+//!   `limiter_unavailable`.
 //!
-//! Every 429 is made by `odgw_core::GatewayError`, so it carries problem+json,
-//! `Odgw-Error`, `Retry-After` and the `RateLimit-*` headers.
+//! Every 429 and 503 is made by `odgw_core::GatewayError`, so it carries
+//! problem+json, `Odgw-Error` and `Retry-After` (and a 429 the `RateLimit-*`
+//! headers).
 
+mod cluster;
 mod pacer;
 mod pacing;
 mod subject;
 
+pub use cluster::{LimitError, LimiterStatus, OnFailure, RedisLimits, RedisSettings};
 pub use pacer::{LocalPacer, PaceRejection, Pacer, PacingSettings, Permit, Reason};
 pub use pacing::{
     parse_retry_after, Pacing, PacingLayer, DEFAULT_UPSTREAM_RETRY_AFTER, MAX_UPSTREAM_RETRY_AFTER,

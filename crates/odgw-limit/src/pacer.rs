@@ -26,18 +26,23 @@ pub struct PacingSettings {
 ///
 /// Open Dental throttles per customer key, so the budget belongs to the
 /// tenant, not to a caller. Implementations keep it in process
-/// ([`LocalPacer`]) or in a store shared by several replicas; the contract is
-/// deliberately small so both fit.
+/// ([`LocalPacer`]) or in a store shared by several replicas
+/// ([`crate::RedisLimits::pacer`]); the contract is deliberately small so
+/// both fit.
 pub trait Pacer: Send + Sync + fmt::Debug {
     /// Reserves the tenant's next slot and waits for it.
     ///
     /// At most `burst` requests start at once, then one per
-    /// [`Rate::interval`]; slots are handed out in call order (FIFO), and the
-    /// reservation is made when `acquire` is called, not when the future is
-    /// first polled. Waiting uses a timer, never a thread or a busy loop.
-    /// Refuses at once, without reserving anything, when the slot is more
-    /// than `max_wait` away or too many requests already wait.
-    /// [`Rate::Unlimited`] resolves at once unless the tenant is paused.
+    /// [`Rate::interval`]; slots are handed out in order (FIFO). Waiting
+    /// uses a timer, never a thread or a busy loop. Refuses at once, without
+    /// reserving anything, when the slot is more than `max_wait` away or too
+    /// many requests already wait. [`Rate::Unlimited`] resolves at once
+    /// unless the tenant is paused.
+    ///
+    /// [`LocalPacer`] reserves when `acquire` is called, so call order is
+    /// slot order; a shared pacer reserves when the future is first polled
+    /// (it takes a round trip), so the order is that in which reservations
+    /// reach the store. Callers await the future at once either way.
     fn acquire(
         &self,
         tenant: &TenantId,
@@ -50,7 +55,9 @@ pub trait Pacer: Send + Sync + fmt::Debug {
     /// starts before `until`, and the burst allowance is spent at that point.
     fn pause_until(&self, tenant: &TenantId, until: Instant);
 
-    /// How many requests of this tenant are waiting for a slot right now.
+    /// How many requests of this tenant are waiting for a slot right now
+    /// (a shared pacer counts this replica's own waiters: a gauge must not
+    /// cost a round trip).
     fn queue_depth(&self, tenant: &TenantId) -> usize;
 
     /// How many requests of all tenants are waiting right now (a gauge that
@@ -72,13 +79,21 @@ pub enum Reason {
     QueueFull,
     /// The next free slot is further away than the request may wait.
     WouldExceedDeadline,
+    /// The shared budget store cannot be reached and the failure policy is
+    /// to refuse (`redis.on_failure = "closed"`); answered with 503
+    /// `limiter_unavailable`, not 429.
+    Unavailable,
 }
 
 /// A refused [`Pacer::acquire`]; nothing was reserved.
+///
+/// For [`Reason::Unavailable`], `retry_after` is about when the store is
+/// probed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{}", match .reason {
     Reason::QueueFull => "tenant queue is full",
     Reason::WouldExceedDeadline => "tenant budget has no slot within the queue timeout",
+    Reason::Unavailable => "tenant budget store is unreachable",
 })]
 pub struct PaceRejection {
     pub reason: Reason,

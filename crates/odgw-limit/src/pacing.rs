@@ -31,6 +31,8 @@ pub const MAX_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Reads [`Tenant`] and [`RequestId`] from the request extensions.
 /// - No slot within `queue_timeout`, or the queue is full: 429
 ///   `rate_limited`, Open Dental is not called.
+/// - The shared budget store is unreachable and its policy is to refuse
+///   ([`Reason::Unavailable`]): 503 `limiter_unavailable`.
 /// - Open Dental answers 429 (a 429 without an [`ErrorCode`] extension): the
 ///   tenant is paused for its `Retry-After`; a GET or HEAD without a body is
 ///   retried once if a slot comes within the request's deadline (arrival +
@@ -128,6 +130,15 @@ where
         facts.update(|f| f.pacing_wait_ms = Some(waited.as_millis() as u64));
     }
     if let Err(rejection) = permit {
+        if rejection.reason == Reason::Unavailable {
+            // The outage itself is logged once by the limiter, not per request.
+            tracing::debug!(
+                tenant = %tenant_id,
+                request_id = %request_id,
+                "tenant budget store unreachable"
+            );
+            return Ok(limiter_unavailable(&rejection, &request_id));
+        }
         tracing::info!(
             tenant = %tenant_id,
             request_id = %request_id,
@@ -236,6 +247,8 @@ fn rate_limited(rejection: &PaceRejection, request_id: &RequestId) -> Response {
         Reason::WouldExceedDeadline => {
             "this tenant's upstream budget has no slot within the queue timeout"
         }
+        // Answered by `limiter_unavailable`; kept truthful all the same.
+        Reason::Unavailable => "this tenant's upstream budget cannot be reached",
     };
     GatewayError::new(ErrorCode::RateLimited, detail)
         .with_retry_after(secs)
@@ -245,6 +258,17 @@ fn rate_limited(rejection: &PaceRejection, request_id: &RequestId) -> Response {
             reset_secs: secs,
         })
         .into_response(request_id)
+}
+
+/// 503 `limiter_unavailable`: the shared budget store is down and the
+/// policy is to refuse rather than risk Open Dental's throttle.
+fn limiter_unavailable(rejection: &PaceRejection, request_id: &RequestId) -> Response {
+    GatewayError::new(
+        ErrorCode::LimiterUnavailable,
+        "the shared rate limiter is unreachable; try again shortly",
+    )
+    .with_retry_after(ceil_secs(rejection.retry_after).max(1))
+    .into_response(request_id)
 }
 
 fn upstream_throttled(retry_after: Duration, limit: u64, request_id: &RequestId) -> Response {
@@ -615,6 +639,62 @@ mod tests {
         let response = svc.oneshot(req).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()["odgw-error"], "internal_error");
+    }
+
+    /// A pacer whose shared store is down with `on_failure = "closed"`.
+    #[derive(Debug)]
+    struct StoreDown;
+
+    impl Pacer for StoreDown {
+        fn acquire(
+            &self,
+            _tenant: &TenantId,
+            _rate: Rate,
+            burst: u32,
+            _max_wait: Duration,
+        ) -> BoxFuture<'_, Result<crate::Permit, PaceRejection>> {
+            Box::pin(futures_util::future::ready(Err(PaceRejection {
+                reason: Reason::Unavailable,
+                retry_after: Duration::from_millis(400),
+                limit: u64::from(burst),
+                remaining: 0,
+            })))
+        }
+        fn pause_until(&self, _tenant: &TenantId, _until: Instant) {}
+        fn queue_depth(&self, _tenant: &TenantId) -> usize {
+            0
+        }
+        fn waiting(&self) -> usize {
+            0
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_budget_store_is_503_limiter_unavailable() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let svc = ServiceBuilder::new()
+            .layer(PacingLayer::new(Arc::new(StoreDown), settings(10, 64)))
+            .service(upstream(0, "0", Arc::clone(&calls)));
+        let response = svc
+            .oneshot(request(Method::GET, &tenant(one_per_second(), 1)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["odgw-error"], "limiter_unavailable");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(response.headers().get("ratelimit-limit").is_none());
+        assert_eq!(
+            response.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode::LimiterUnavailable)
+        );
+        let body = problem(response).await;
+        assert_eq!(body["code"], "limiter_unavailable");
+        assert_eq!(body["status"], 503);
+        assert!(calls.lock().unwrap().is_empty(), "open dental was called");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The inbound limit per (tenant, issuer, subject), built on tower_governor.
+//! The inbound limit per (tenant, issuer, subject), built on tower_governor,
+//! or kept in Redis when several replicas share it
+//! ([`crate::RedisLimits::subject_limit`]).
 
 use std::{
     sync::{Arc, Weak},
@@ -7,7 +9,7 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
-use governor::middleware::NoOpMiddleware;
+use governor::{clock::Clock, middleware::NoOpMiddleware};
 use odgw_core::{
     Body, ErrorCode, GatewayError, Principal, Rate, RateLimitInfo, Request, RequestId, Response,
     TenantId,
@@ -17,6 +19,11 @@ use tower_governor::{
     governor::{Governor, GovernorConfig, GovernorConfigBuilder, SharedRateLimiter},
     key_extractor::KeyExtractor,
     GovernorError,
+};
+
+use crate::{
+    cluster::{OnFailure, SubjectVerdict},
+    RedisLimits,
 };
 
 /// Whose inbound budget a request spends.
@@ -71,13 +78,32 @@ pub fn subject_limit_layer(rate: Rate, burst: u32) -> SubjectLimitLayer {
 /// down). Every rejection is a problem+json response with `Retry-After` and
 /// `RateLimit-*`, like every other odgw 429.
 ///
-/// The limiter remembers every key it has seen until
+/// Budgets are kept in process ([`subject_limit_layer`]) or in Redis, shared
+/// by every replica ([`RedisLimits::subject_limit`]). In the shared mode the
+/// in-process limiter is the fallback while Redis is unreachable with
+/// `redis.on_failure = "local"`; with `"closed"` the layer answers 503
+/// `limiter_unavailable` instead.
+///
+/// The in-process limiter remembers every key it has seen until
 /// [`SubjectLimitLayer::housekeeping`] runs; call it periodically (or use
-/// [`SubjectLimitLayer::spawn_housekeeping`]).
+/// [`SubjectLimitLayer::spawn_housekeeping`]). Keys in Redis expire by
+/// themselves.
 #[derive(Debug, Clone)]
 pub struct SubjectLimitLayer {
+    /// The in-process limiter (the fallback in the shared mode).
     config: Option<Arc<Config>>,
     burst: u32,
+    /// Set in the shared mode.
+    shared: Option<Arc<SharedLimit>>,
+}
+
+/// The shared mode's parameters.
+#[derive(Debug)]
+struct SharedLimit {
+    limits: RedisLimits,
+    interval: Duration,
+    /// How far ahead of now a caller's TAT may be: `(burst - 1) * interval`.
+    tolerance: Duration,
 }
 
 impl SubjectLimitLayer {
@@ -87,6 +113,7 @@ impl SubjectLimitLayer {
             return Self {
                 config: None,
                 burst,
+                shared: None,
             };
         };
         // governor refuses a zero period; a rate that fine is unlimited in practice.
@@ -99,7 +126,24 @@ impl SubjectLimitLayer {
         Self {
             config: config.map(Arc::new),
             burst,
+            shared: None,
         }
+    }
+
+    /// The shared mode (see [`RedisLimits::subject_limit`]).
+    pub(crate) fn shared(rate: Rate, burst: u32, limits: RedisLimits) -> Self {
+        let mut layer = Self::new(rate, burst);
+        if let (Some(interval), Some(_)) = (rate.interval(), &layer.config) {
+            let tolerance = interval
+                .checked_mul(layer.burst - 1)
+                .unwrap_or(Duration::MAX);
+            layer.shared = Some(Arc::new(SharedLimit {
+                limits,
+                interval,
+                tolerance,
+            }));
+        }
+        layer
     }
 
     /// A layer that limits nothing.
@@ -107,7 +151,13 @@ impl SubjectLimitLayer {
         Self {
             config: None,
             burst: 1,
+            shared: None,
         }
+    }
+
+    /// Whether budgets are kept in Redis, shared by every replica.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Whether this layer limits anything at all.
@@ -160,9 +210,14 @@ impl<S> Layer<S> for SubjectLimitLayer {
     type Service = SubjectLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = match &self.config {
-            None => Inner::Unlimited(inner),
-            Some(config) => Inner::Limited {
+        let inner = match (&self.config, &self.shared) {
+            (None, _) => Inner::Unlimited(inner),
+            (Some(config), Some(shared)) => Inner::Shared {
+                inner,
+                shared: Arc::clone(shared),
+                fallback: Arc::clone(config),
+            },
+            (Some(config), None) => Inner::Limited {
                 governor: Governor::new(inner, config).error_handler(verdict_response),
                 // Holding the config keeps `spawn_housekeeping` running as
                 // long as services exist.
@@ -189,6 +244,13 @@ enum Inner<S> {
     Limited {
         governor: Governor<SubjectKeyExtractor, NoOpMiddleware, S, Body>,
         _config: Arc<Config>,
+    },
+    Shared {
+        inner: S,
+        shared: Arc<SharedLimit>,
+        /// The in-process limiter for `on_failure = "local"`; holding it
+        /// also keeps `spawn_housekeeping` running.
+        fallback: Arc<Config>,
     },
 }
 
@@ -221,7 +283,7 @@ fn verdict_response(error: GovernorError) -> Response {
 
 impl<S> Service<Request> for SubjectLimit<S>
 where
-    S: Service<Request, Response = Response> + Send + 'static,
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -232,6 +294,7 @@ where
         match &mut self.inner {
             Inner::Unlimited(inner) => inner.poll_ready(cx),
             Inner::Limited { governor, .. } => governor.poll_ready(cx),
+            Inner::Shared { inner, .. } => inner.poll_ready(cx),
         }
     }
 
@@ -239,6 +302,23 @@ where
         let governor = match &mut self.inner {
             Inner::Unlimited(inner) => return Box::pin(inner.call(request)),
             Inner::Limited { governor, .. } => governor,
+            Inner::Shared {
+                inner,
+                shared,
+                fallback,
+            } => {
+                // The decision takes a round trip: take the service that
+                // poll_ready readied, leave a fresh clone in its place.
+                let clone = inner.clone();
+                let ready = std::mem::replace(inner, clone);
+                return Box::pin(limit_shared(
+                    ready,
+                    Arc::clone(shared),
+                    Arc::clone(fallback),
+                    self.burst,
+                    request,
+                ));
+            }
         };
         let request_id = request.extensions().get::<RequestId>().cloned();
         let who = request
@@ -254,38 +334,104 @@ where
             };
             let request_id = request_id.unwrap_or_else(RequestId::generate);
             Ok(match verdict {
+                // governor rounds down; one more second is never early.
                 Verdict::TooMany { wait_secs } => {
-                    // governor rounds down; one more second is never early.
-                    let secs = wait_secs + 1;
-                    tracing::info!(
-                        request_id = %request_id,
-                        subject = who.as_deref().unwrap_or(""),
-                        retry_after = secs,
-                        "subject limit exceeded"
-                    );
-                    GatewayError::new(
-                        ErrorCode::RateLimited,
-                        "too many requests from this subject",
-                    )
-                    .with_retry_after(secs)
-                    .with_rate_limit(RateLimitInfo {
-                        limit: u64::from(burst),
-                        remaining: 0,
-                        reset_secs: secs,
-                    })
-                    .into_response(&request_id)
+                    too_many(&request_id, who.as_deref(), wait_secs + 1, burst)
                 }
-                Verdict::NoKey | Verdict::Other => {
-                    tracing::error!(
-                        request_id = %request_id,
-                        "subject limit ran without tenant or principal: layer order is wrong"
-                    );
-                    GatewayError::new(ErrorCode::Internal, "internal error")
-                        .into_response(&request_id)
-                }
+                Verdict::NoKey | Verdict::Other => stack_bug(&request_id),
             })
         })
     }
+}
+
+/// The shared mode: asks Redis, or the failure policy while Redis is down.
+async fn limit_shared<S>(
+    mut inner: S,
+    shared: Arc<SharedLimit>,
+    fallback: Arc<Config>,
+    burst: u32,
+    request: Request,
+) -> Result<Response, S::Error>
+where
+    S: Service<Request, Response = Response>,
+{
+    // Taken before the first await: the request body is not Sync.
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let request_id = || request_id.clone().unwrap_or_else(RequestId::generate);
+    let Ok(key) = SubjectKeyExtractor.extract(&request) else {
+        return Ok(stack_bug(&request_id()));
+    };
+    let verdict = if shared.limits.usable() {
+        shared
+            .limits
+            .check_subject(&key, shared.interval, shared.tolerance)
+            .await
+    } else {
+        SubjectVerdict::Unreachable
+    };
+    let wait = match verdict {
+        SubjectVerdict::Allowed => None,
+        SubjectVerdict::Denied(wait) => Some(wait),
+        SubjectVerdict::Unreachable => match shared.limits.on_failure() {
+            OnFailure::Local => {
+                let limiter = fallback.limiter();
+                limiter
+                    .check_key(&key)
+                    .err()
+                    .map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+            }
+            OnFailure::Closed => {
+                // The outage itself is logged once by the limiter.
+                return Ok(GatewayError::new(
+                    ErrorCode::LimiterUnavailable,
+                    "the shared rate limiter is unreachable; try again shortly",
+                )
+                .with_retry_after(1)
+                .into_response(&request_id()));
+            }
+        },
+    };
+    match wait {
+        None => inner.call(request).await,
+        // Whole seconds rounded up: a client that waits this long is not early.
+        Some(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Ok(too_many(
+                &request_id(),
+                Some(&key.subject),
+                secs.max(1),
+                burst,
+            ))
+        }
+    }
+}
+
+fn too_many(request_id: &RequestId, subject: Option<&str>, secs: u64, burst: u32) -> Response {
+    tracing::info!(
+        request_id = %request_id,
+        subject = subject.unwrap_or(""),
+        retry_after = secs,
+        "subject limit exceeded"
+    );
+    GatewayError::new(
+        ErrorCode::RateLimited,
+        "too many requests from this subject",
+    )
+    .with_retry_after(secs)
+    .with_rate_limit(RateLimitInfo {
+        limit: u64::from(burst),
+        remaining: 0,
+        reset_secs: secs,
+    })
+    .into_response(request_id)
+}
+
+fn stack_bug(request_id: &RequestId) -> Response {
+    tracing::error!(
+        request_id = %request_id,
+        "subject limit ran without tenant or principal: layer order is wrong"
+    );
+    GatewayError::new(ErrorCode::Internal, "internal error").into_response(request_id)
 }
 
 #[cfg(test)]
