@@ -48,7 +48,8 @@ pub enum StoreError {
     #[error("key store {} is in use by another process (is another odgw running?)", path.display())]
     InUse { path: PathBuf },
 
-    /// The database backend failed (sled today).
+    /// The database answered with an error (sled, or PostgreSQL refusing a
+    /// statement).
     #[error("key store database error while {context}: {source}")]
     Backend {
         context: &'static str,
@@ -56,12 +57,51 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The database cannot be reached right now: no connection within the
+    /// connect timeout, the connection was refused or dropped, or the
+    /// server is shutting down or starting. Retrying later may succeed;
+    /// the gateway answers 503 `store_unavailable`. The message never
+    /// contains the connection URL or its password.
+    #[error("key store database is unavailable while {context}: {source}")]
+    Unavailable {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The PostgreSQL schema was migrated by a newer odgw than this one.
+    #[error(
+        "key store schema {schema} is at version {found}, newer than this build knows \
+         (version {supported}); upgrade odgw or point it at another schema"
+    )]
+    SchemaTooNew {
+        schema: String,
+        found: i64,
+        supported: i64,
+    },
+
+    /// The backend settings are unusable (e.g. a schema name odgw refuses,
+    /// or a connection URL that does not parse). Never quotes the URL.
+    #[error("invalid key store settings: {0}")]
+    InvalidSettings(String),
+
+    /// An import was refused before anything was written, because of the
+    /// record named here.
+    #[error("import refused, nothing was written: tenant {tenant}: {reason}")]
+    ImportRefused { tenant: String, reason: String },
+
     /// The system random source failed; no nonce or key could be made.
     #[error("the system random number generator failed")]
     Random,
 }
 
 impl StoreError {
+    /// Whether the store could not be reached (as opposed to answering
+    /// with an error); callers may serve what they last knew meanwhile.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         Self::Corrupt { what: what.into() }
     }

@@ -8,8 +8,9 @@ use std::{
 use odgw_core::TenantId;
 
 use crate::{
-    engine::{Engine, Entries, Kv, Op},
-    KeyStore, MasterKey, PutOutcome, StoreError, TenantInput, TenantRecord, TenantSummary,
+    engine::{block_on, Engine, Entries, Kv, KvTxn, Op},
+    Change, KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
+    TenantSummary,
 };
 
 /// A [`KeyStore`] with the same validation, sealing, generations and
@@ -28,7 +29,8 @@ impl MemoryKeyStore {
     /// An empty store sealed under `master`.
     pub fn with_master(master: MasterKey) -> Result<Self, StoreError> {
         Ok(Self {
-            engine: Engine::open(MemoryKv::default(), &master)?,
+            // Every future of the memory store is ready at once.
+            engine: block_on(Engine::open(MemoryKv::default(), &master))?,
         })
     }
 }
@@ -36,46 +38,73 @@ impl MemoryKeyStore {
 crate::delegate_key_store!(MemoryKeyStore);
 
 #[derive(Debug, Default)]
-struct MemoryKv(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+struct MemoryKv {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Held by the writer transaction, as in the sled store.
+    writer: tokio::sync::Mutex<()>,
+}
 
 impl MemoryKv {
     fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
         // A panic while holding the lock cannot leave a half-applied batch
         // (batches are applied in one go below), so poisoning is ignored.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map().get(key).cloned()
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Entries {
+        self.map()
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
 impl Kv for MemoryKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map().get(key).cloned())
+    type Txn<'a> = MemoryTxn<'a>;
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read(key))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self
-            .map()
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self.scan(prefix))
     }
 
-    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let mut map = self.map();
+    async fn begin(&self) -> Result<MemoryTxn<'_>, StoreError> {
+        Ok(MemoryTxn {
+            _writer: self.writer.lock().await,
+            kv: self,
+        })
+    }
+}
+
+struct MemoryTxn<'a> {
+    _writer: tokio::sync::MutexGuard<'a, ()>,
+    kv: &'a MemoryKv,
+}
+
+impl KvTxn for MemoryTxn<'_> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.read(key))
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self.kv.scan(prefix))
+    }
+
+    async fn commit(self, ops: Vec<Op>, _changes: Vec<Change>) -> Result<(), StoreError> {
+        let mut map = self.kv.map();
         for (key, value) in ops {
             match value {
                 Some(value) => map.insert(key, value),
                 None => map.remove(&key),
             };
         }
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn flush_blocking(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -5,6 +5,8 @@
 //! each write is one atomic batch (the tenant record plus the generation
 //! counter). sled calls are synchronous but served from its page cache; the
 //! store is small and written rarely, so they run inline on the async task.
+//! sled takes an exclusive file lock, so only this process writes; its
+//! writers are serialized by a tokio mutex held for the whole transaction.
 
 use std::{
     fmt,
@@ -14,8 +16,9 @@ use std::{
 use odgw_core::TenantId;
 
 use crate::{
-    engine::{Engine, Entries, Kv, Op},
-    KeyStore, MasterKey, PutOutcome, StoreError, TenantInput, TenantRecord, TenantSummary,
+    engine::{block_on, Engine, Entries, Kv, KvTxn, Op},
+    Change, KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
+    TenantSummary,
 };
 
 /// The production [`KeyStore`]: a sled database in a private directory.
@@ -47,9 +50,12 @@ impl SledKeyStore {
         let kv = SledKv {
             db,
             dir: path.to_path_buf(),
+            writer: tokio::sync::Mutex::new(()),
         };
         kv.tighten()?;
-        let engine = Engine::open(kv, &master)?;
+        // sled's futures need no runtime (see `block_on`), and this was
+        // always a blocking call.
+        let engine = block_on(Engine::open(kv, &master))?;
         Ok(Self { engine })
     }
 
@@ -70,6 +76,10 @@ crate::delegate_key_store!(SledKeyStore);
 struct SledKv {
     db: sled::Db,
     dir: PathBuf,
+    /// Held by the writer transaction: serializes writers, so
+    /// read-modify-write of a record and of the generation counter never
+    /// interleave. Writes are rare admin actions.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for SledKv {
@@ -91,23 +101,63 @@ impl SledKv {
     }
 }
 
-impl Kv for SledKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+impl SledKv {
+    fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(StoreError::backend("reading"))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.db
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()
             .map_err(StoreError::backend("scanning"))
     }
+}
 
-    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+impl Kv for SledKv {
+    type Txn<'a> = SledTxn<'a>;
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(key)
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.scan(prefix)
+    }
+
+    async fn begin(&self) -> Result<SledTxn<'_>, StoreError> {
+        Ok(SledTxn {
+            _writer: self.writer.lock().await,
+            kv: self,
+        })
+    }
+}
+
+/// The sled writer transaction: the writer lock, then one batch.
+struct SledTxn<'a> {
+    _writer: tokio::sync::MutexGuard<'a, ()>,
+    kv: &'a SledKv,
+}
+
+impl KvTxn for SledTxn<'_> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.read(key)
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.kv.scan(prefix)
+    }
+
+    /// One process owns a sled store, so there is nobody to tell about
+    /// `_changes`.
+    async fn commit(self, ops: Vec<Op>, _changes: Vec<Change>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in ops {
             match value {
@@ -115,29 +165,21 @@ impl Kv for SledKv {
                 None => batch.remove(key),
             }
         }
-        self.db
+        self.kv
+            .db
             .apply_batch(batch)
-            .map_err(StoreError::backend("writing"))
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.db
+            .map_err(StoreError::backend("writing"))?;
+        self.kv
+            .db
             .flush_async()
             .await
             .map_err(StoreError::backend("flushing to disk"))?;
         // The write is durable at this point; a failed chmod must not make
         // the caller believe otherwise.
-        if let Err(err) = self.tighten() {
+        if let Err(err) = self.kv.tighten() {
             tracing::warn!(error = %err, "could not tighten key store file permissions");
         }
         Ok(())
-    }
-
-    fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(StoreError::backend("flushing to disk"))
     }
 }
 
