@@ -1328,7 +1328,7 @@ fn promtool_accepts_and_unit_tests_the_rules() {
 
 fn all_yaml_files() -> Vec<String> {
     let mut files = Vec::new();
-    for sub in ["kubernetes", "prometheus"] {
+    for sub in ["kubernetes", "kubernetes/cluster", "prometheus"] {
         for e in std::fs::read_dir(deploy(sub)).unwrap() {
             let name = e.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".yaml") || name.ends_with(".yml") {
@@ -1444,7 +1444,7 @@ fn yaml_subset_parser_handles_and_rejects_what_it_should() {
 /// documents. Anything else (anchors, tags, flow mappings, multi-line flow
 /// or quoted scalars, YAML 1.1 ambiguities like `yes` or `0700`) is an error,
 /// so the shipped files stay unambiguous for every YAML reader.
-mod yaml {
+pub(crate) mod yaml {
     use serde_json::{Map, Number, Value};
 
     #[derive(Debug, Clone, Copy)]

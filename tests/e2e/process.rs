@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const ODGW: &str = env!("CARGO_BIN_EXE_odgw");
+pub(crate) const ODGW: &str = env!("CARGO_BIN_EXE_odgw");
 
 /// Writes secrets and a config for a child `odgw serve` into `root`.
-fn write_config(root: &Path, upstream: &str, master: [u8; 32]) -> PathBuf {
+pub(crate) fn write_config(root: &Path, upstream: &str, master: [u8; 32]) -> PathBuf {
     let s = root.join("secrets");
     std::fs::create_dir_all(&s).unwrap();
     std::fs::write(
@@ -65,7 +65,7 @@ path = "{root}/audit"
 }
 
 /// The mock Open Dental, accepting DEV_KEY with KEY_A as Open Dental would.
-async fn mock_knowing_key_a() -> odgw_mock::RunningMock {
+pub(crate) async fn mock_knowing_key_a() -> odgw_mock::RunningMock {
     let mut mock_config = odgw_mock::MockConfig::test_defaults();
     mock_config
         .keys
@@ -74,15 +74,15 @@ async fn mock_knowing_key_a() -> odgw_mock::RunningMock {
 }
 
 /// A child `odgw serve` whose stderr (JSON logs) is collected.
-struct Served {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    data: SocketAddr,
-    admin: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
+    pub(crate) data: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl Served {
-    fn start(config: &Path) -> Result<Self, String> {
+    pub(crate) fn start(config: &Path) -> Result<Self, String> {
         let mut child = Command::new(ODGW)
             .args(["serve", "--config"])
             .arg(config)
@@ -134,7 +134,7 @@ impl Served {
 
     /// Waits (bounded) until a log line contains `needle`: INFO and DEBUG
     /// lines reach stderr in batches, a few milliseconds late.
-    fn wait_for_log(&self, needle: &str) {
+    pub(crate) fn wait_for_log(&self, needle: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
@@ -144,7 +144,7 @@ impl Served {
         }
     }
 
-    fn kill9(mut self) -> Vec<String> {
+    pub(crate) fn kill9(mut self) -> Vec<String> {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(100));
@@ -152,7 +152,7 @@ impl Served {
     }
 }
 
-fn cli(args: &[&str], admin: SocketAddr, stdin: Option<&str>) -> std::process::Output {
+pub(crate) fn cli(args: &[&str], admin: SocketAddr, stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(ODGW)
         .args(args)
         .args(["--admin-url", &format!("http://{admin}")])
@@ -170,7 +170,7 @@ fn cli(args: &[&str], admin: SocketAddr, stdin: Option<&str>) -> std::process::O
     child.wait_with_output().unwrap()
 }
 
-fn hs_token(sub: &str, tenant: &str) -> String {
+pub(crate) fn hs_token(sub: &str, tenant: &str) -> String {
     odgw_auth::install_crypto_providers();
     let claims = merge(
         default_claims(HS_ISSUER),

@@ -300,12 +300,30 @@ fn parse_id(id: &str) -> Result<TenantId, GatewayError> {
 }
 
 fn store_error(ctx: &Ctx, error: odgw_keystore::StoreError) -> Response {
-    if let odgw_keystore::StoreError::InvalidInput(reason) = &error {
-        return ctx.error(ErrorCode::BadRequest, reason.clone());
+    match &error {
+        odgw_keystore::StoreError::InvalidInput(reason) => {
+            ctx.error(ErrorCode::BadRequest, reason.clone())
+        }
+        // A shared store that cannot be reached: the change was not made
+        // (its transaction never committed), so retrying later is safe.
+        odgw_keystore::StoreError::Unavailable { .. } => {
+            tracing::warn!(%error, "key store unreachable; admin change refused");
+            let mut problem = GatewayError::new(
+                ErrorCode::StoreUnavailable,
+                "the key store cannot be reached; nothing was changed, retry later",
+            );
+            problem.retry_after = Some(STORE_RETRY_AFTER_SECS);
+            problem.into_response(&ctx.request_id)
+        }
+        _ => {
+            tracing::error!(%error, "key store operation failed");
+            ctx.error(ErrorCode::Internal, "key store operation failed")
+        }
     }
-    tracing::error!(%error, "key store operation failed");
-    ctx.error(ErrorCode::Internal, "key store operation failed")
 }
+
+/// `Retry-After` on a 503 `store_unavailable`: about one reconnect attempt.
+const STORE_RETRY_AFTER_SECS: u64 = 2;
 
 /// `PUT /admin/v1/tenants/{id}` body. Keys arrive here and nowhere else.
 #[derive(Deserialize)]
@@ -507,13 +525,13 @@ async fn purge_cache(
         Ok(Query(PurgeQuery { tenant: Some(t) })) => match parse_id(&t) {
             Ok(tid) => {
                 (state.parts.cache)().purge_tenant(&tid);
-                (StatusCode::NO_CONTENT.into_response(), Some(t))
+                (announce_purge(&state, &ctx, Some(&tid)).await, Some(t))
             }
             Err(e) => (e.into_response(&ctx.request_id), None),
         },
         Ok(Query(PurgeQuery { tenant: None })) => {
             (state.parts.cache)().purge_all();
-            (StatusCode::NO_CONTENT.into_response(), None)
+            (announce_purge(&state, &ctx, None).await, None)
         }
     };
     ctx.audited(
@@ -523,6 +541,16 @@ async fn purge_cache(
         response,
     )
     .await
+}
+
+/// Tells every replica sharing the key store to purge too (a no-op for a
+/// single node's store). This replica has purged already; if the others
+/// cannot be told, the client gets 503 and may simply repeat the purge.
+async fn announce_purge(state: &AppState, ctx: &Ctx, tenant: Option<&TenantId>) -> Response {
+    match state.parts.store.announce_purge(tenant).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(ctx, e),
+    }
 }
 
 /// `POST /admin/v1/reload`: re-read the configuration file and apply what

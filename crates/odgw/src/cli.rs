@@ -49,6 +49,9 @@ pub enum Command {
     /// Query and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the key store's sealed records out or in (backups, sled to PostgreSQL).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Development tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -116,6 +119,27 @@ pub enum CacheCommand {
     Purge {
         #[arg(long)]
         tenant: Option<String>,
+    },
+}
+
+/// Works on the store named by `[store]` (and `[postgres]`) directly, not
+/// through the admin API: a sled store must not be open in a running odgw.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write every tenant's sealed record as JSON Lines. Keys stay encrypted
+    /// under the master key; the file is created readable by its owner only.
+    Export {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Read records written by `store export` into this store (same master
+    /// key). Every record is checked before anything is written; then all are
+    /// written at once, replacing tenants with the same id.
+    Import {
+        /// The JSON Lines file, or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        file: String,
     },
 }
 

@@ -650,7 +650,9 @@ impl Config {
                 p,
             );
             let prefix = &self.redis.key_prefix;
-            if prefix.is_empty() || prefix.len() > 64 || prefix.bytes().any(|b| !b.is_ascii_graphic())
+            if prefix.is_empty()
+                || prefix.len() > 64
+                || prefix.bytes().any(|b| !b.is_ascii_graphic())
             {
                 p.push(format!(
                     "redis.key_prefix: {prefix:?} must be 1 to 64 printable characters without spaces"
@@ -795,9 +797,7 @@ fn check_value(section: &str, key: &str, path: &str, value: &Value, problems: &m
         ("server", "max_body") | ("cache", "max_size") => is::<ByteSize>(path, value, problems),
         ("limits", "tenant_rate" | "subject_rate") => is::<Rate>(path, value, problems),
         ("limits", "tenant_burst" | "subject_burst") => is::<u32>(path, value, problems),
-        ("limits", "queue_depth") | ("postgres", "pool_size") => {
-            is::<usize>(path, value, problems)
-        }
+        ("limits", "queue_depth") | ("postgres", "pool_size") => is::<usize>(path, value, problems),
         ("store", "backend") => is::<StoreBackend>(path, value, problems),
         ("limits", "backend") => is::<LimitsBackend>(path, value, problems),
         ("redis", "on_failure") => is::<OnRedisFailure>(path, value, problems),
@@ -1257,7 +1257,8 @@ mod tests {
         assert_eq!(c.postgres.schema, "odgw");
         assert!(!c.server.node_id.is_empty());
 
-        let bad = format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n[redis]\non_failure = \"maybe\"\n");
+        let bad =
+            format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n[redis]\non_failure = \"maybe\"\n");
         let all = Config::from_toml_str(&bad, &secrets_env())
             .unwrap_err()
             .to_string();

@@ -50,8 +50,10 @@ use odgw_audit::{AuditLayer, AuditSettings, AuditSink, FileAuditLog, IntentLayer
 use odgw_auth::{AuthLayer, AuthSettings, Authenticator, IssuerSettings, KeySource};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_core::{Request, Response, SecretString, TenantId};
-use odgw_keystore::{CachedKeyStore, KeyStore, MasterKey, SledKeyStore, TenantDefaults};
-use odgw_limit::{LocalPacer, Pacer, PacingLayer, PacingSettings, SubjectLimitLayer};
+use odgw_keystore::{CachedKeyStore, ChangeFeed, KeyStore, TenantDefaults};
+use odgw_limit::{
+    LimiterStatus, LocalPacer, Pacer, PacingLayer, PacingSettings, RedisLimits, SubjectLimitLayer,
+};
 use odgw_proxy::{Forwarder, GuardLayer, HopByHopLayer, UpstreamClient, UpstreamSettings};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::{
@@ -62,6 +64,7 @@ use tower::{
 use odgw_admin::{AdminParts, ConfigReload, ReloadReport, TenantProbe};
 
 use crate::{
+    backends::{self, ChangeCounters},
     config::{self, changed_keys, Config, ConfigErrors, ConfigSource, Env},
     context::RequestContextLayer,
     listener::{serve_listener_tls, ConnectionLimits},
@@ -121,6 +124,8 @@ impl std::fmt::Debug for Runtime {
 #[derive(Debug, Clone)]
 struct Core {
     store: Arc<dyn KeyStore>,
+    /// Shared pacing budgets (`limits.backend = "redis"`); `None`: in process.
+    redis: Option<RedisLimits>,
     audit_layer: AuditLayer,
     intent_layer: IntentLayer,
     upstream: UpstreamClient,
@@ -147,6 +152,12 @@ struct Shared {
     reload_lock: tokio::sync::Mutex<()>,
     /// JWKS refresh and limiter housekeeping tasks, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The decrypted-record cache in front of the store, told by the change
+    /// feed what other replicas changed.
+    keys: Arc<CachedKeyStore>,
+    /// The shared store's change feed until `serve` starts applying it.
+    changes: Mutex<Option<ChangeFeed>>,
+    change_counters: Arc<ChangeCounters>,
     reloads: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
 }
@@ -174,6 +185,30 @@ impl Shared {
         }
     }
 
+    /// Starts applying the shared store's change feed and watching Redis,
+    /// when those backends are configured. Runs once, from `serve`.
+    fn start_cluster_tasks(self: &Arc<Self>) {
+        let feed = self
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(feed) = feed {
+            // Weak: the task must not keep the runtimes alive after shutdown.
+            let runtime = Arc::downgrade(&self.runtime);
+            let current_cache = move || Some(runtime.upgrade()?.load().cache.clone());
+            self.track(backends::spawn_change_applier(
+                feed,
+                self.keys.clone(),
+                current_cache,
+                self.change_counters.clone(),
+            ));
+        }
+        if let Some(redis) = &self.core.redis {
+            self.track(redis.spawn_health_check(backends::REDIS_HEALTH_INTERVAL));
+        }
+    }
+
     fn abort_tasks(&self) {
         for task in self
             .tasks
@@ -191,18 +226,13 @@ impl Gateway {
     pub async fn build(config: Config, env: &dyn Env) -> anyhow::Result<Self> {
         odgw_auth::install_crypto_providers();
 
-        let master = config::read_secret(
-            config.store.master_key_file.as_deref(),
-            config::ENV_MASTER_KEY,
-            env,
-        )
-        .context("master key")?;
-        let master = MasterKey::from_base64(&master).context("master key")?;
-        let sled = SledKeyStore::open(&config.store.path, master)
-            .with_context(|| format!("key store at {}", config.store.path.display()))?;
+        let opened = backends::open_store(&config, env, true).await?;
         // One cached view shared by the data plane and the admin API, so
-        // every admin write drops the decrypted record it replaces.
-        let store: Arc<dyn KeyStore> = Arc::new(CachedKeyStore::new(Arc::new(sled)));
+        // every admin write drops the decrypted record it replaces (and the
+        // change feed, every record another replica replaced).
+        let keys = Arc::new(CachedKeyStore::new(opened.store));
+        let store: Arc<dyn KeyStore> = keys.clone();
+        let redis = backends::connect_limits(&config, env).await?;
         let developer_key = config::read_secret(
             config.upstream.developer_key_file.as_deref(),
             config::ENV_DEVELOPER_KEY,
@@ -246,6 +276,7 @@ impl Gateway {
         let metrics = Metrics::default();
         let core = Core {
             store: store.clone(),
+            redis,
             audit_layer,
             intent_layer,
             upstream: upstream.clone(),
@@ -262,10 +293,19 @@ impl Gateway {
             source: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
+            keys,
+            changes: Mutex::new(opened.changes),
+            change_counters: Arc::default(),
             reloads: Arc::new(AtomicU64::new(0)),
             refused: Arc::new(AtomicU64::new(0)),
         });
         register_collectors(&metrics, &shared, &audit);
+        tracing::info!(
+            node = %config.server.node_id,
+            store = ?config.store.backend,
+            limits = ?config.limits.backend,
+            "gateway built"
+        );
         Ok(Self {
             config,
             store,
@@ -331,12 +371,14 @@ impl Gateway {
     /// The admin API router (SPEC §6).
     pub fn admin_router(&self) -> axum::Router {
         let (store, audit) = (self.store.clone(), self.audit.clone());
+        let redis = self.shared.core.redis.clone();
         let runtime = self.shared.runtime.clone();
         let readiness = move || {
             let readiness = Readiness {
                 store: store.clone(),
                 audit: audit.clone(),
                 authenticator: runtime.load().authenticator.clone(),
+                limiter: redis.as_ref().map(RedisLimits::status),
             };
             Box::pin(async move { readiness.report().await })
                 as std::pin::Pin<Box<dyn Future<Output = odgw_admin::Readiness> + Send>>
@@ -387,6 +429,7 @@ impl Gateway {
             .transpose()
             .context("admin tls")?;
         self.shared.start_tasks(&self.runtime(), true);
+        self.shared.start_cluster_tasks();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -447,13 +490,19 @@ impl Runtime {
             {
                 p.subject_limit.clone()
             }
-            _ => odgw_limit::subject_limit_layer(l.subject_rate, l.subject_burst),
+            _ => match &core.redis {
+                Some(redis) => redis.subject_limit(l.subject_rate, l.subject_burst),
+                None => odgw_limit::subject_limit_layer(l.subject_rate, l.subject_burst),
+            },
         };
-        // LocalPacer reads only queue_depth from its settings; rates, bursts
+        // Pacers read only queue_depth from their settings; rates, bursts
         // and the queue timeout come with each request.
         let pacer = match previous {
             Some(p) if p.config.limits.queue_depth == l.queue_depth => p.pacer.clone(),
-            _ => Arc::new(LocalPacer::new(pacing_settings(&config))) as Arc<dyn Pacer>,
+            _ => match &core.redis {
+                Some(redis) => redis.pacer(pacing_settings(&config)),
+                None => Arc::new(LocalPacer::new(pacing_settings(&config))) as Arc<dyn Pacer>,
+            },
         };
         let cache = match previous {
             Some(p)
@@ -651,6 +700,8 @@ impl Reloader {
         let admin_tls = shared.certs.admin.is_some() && config.server.admin_tls().is_some();
         let reloadable = |key: &str| match key {
             "server.max_body" | "upstream.base_url" => true,
+            // Which backend holds the budgets is fixed for the process.
+            "limits.backend" => false,
             "server.tls_cert_file" | "server.tls_key_file" => data_tls,
             "server.admin_tls_cert_file" | "server.admin_tls_key_file" => admin_tls,
             _ => ["auth.", "limits.", "cache."]
@@ -871,6 +922,47 @@ fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<File
         shared.core.audit_layer.clone(),
         shared.core.intent_layer.clone(),
     );
+    let redis = shared.core.redis.clone();
+    let has_feed = shared
+        .changes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some();
+    let changes = has_feed.then(|| shared.change_counters.clone());
+    metrics.register(Arc::new(move |out: &mut String| {
+        if let Some(redis) = &redis {
+            write_metric(
+                out,
+                "odgw_limiter_degraded",
+                "gauge",
+                "1 while Redis cannot be reached and pacing follows redis.on_failure.",
+                u8::from(redis.status() != LimiterStatus::Shared),
+            );
+            write_metric(
+                out,
+                "odgw_limiter_redis_failures_total",
+                "counter",
+                "Redis operations that failed or timed out.",
+                redis.failures(),
+            );
+        }
+        if let Some(changes) = &changes {
+            write_metric(
+                out,
+                "odgw_store_changes_applied_total",
+                "counter",
+                "Changes from the shared key store's feed applied here (tenant changes, purges, resyncs).",
+                changes.applied.load(Ordering::Relaxed),
+            );
+            write_metric(
+                out,
+                "odgw_store_resyncs_total",
+                "counter",
+                "Times the change feed lost contact and this replica dropped every cached key and response.",
+                changes.resyncs.load(Ordering::Relaxed),
+            );
+        }
+    }));
     let (reloads, refused) = (shared.reloads.clone(), shared.refused.clone());
     metrics.register(Arc::new(move |out: &mut String| {
         write_metric(

@@ -8,6 +8,7 @@
 //! - [`dev`]: `odgw serve --dev [--mock-upstream]` (SPEC §9).
 
 pub mod admin_client;
+pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -8,8 +8,8 @@ use odgw_admin::{CheckReport, ReadinessCheck, TenantProbe};
 use odgw_audit::{AuditSink, FileAuditLog};
 use odgw_auth::Authenticator;
 use odgw_core::{Body, ErrorCode, GatewayError, RequestFacts, RequestId, TenantId};
-use odgw_keystore::KeyStore;
-use odgw_limit::Pacer;
+use odgw_keystore::{KeyStore, StoreError};
+use odgw_limit::{LimiterStatus, Pacer};
 use odgw_proxy::Forwarder;
 use tower::ServiceExt;
 
@@ -115,16 +115,38 @@ pub struct Readiness {
     pub store: Arc<dyn KeyStore>,
     pub audit: Arc<FileAuditLog>,
     pub authenticator: Authenticator,
+    /// The shared pacing store's state; `None` when pacing is in process.
+    pub limiter: Option<LimiterStatus>,
 }
 
 impl Readiness {
+    /// Shared backends (PostgreSQL, Redis) out of reach leave the replica
+    /// ready, with the reason in `detail`: every replica shares them, so
+    /// taking all of them out of the load balancer would turn clear answers
+    /// (cached keys still serving, 503 `store_unavailable` or
+    /// `limiter_unavailable`) into refused connections. What is this
+    /// replica's own (its audit disk, its master key) does make it unready.
     pub async fn report(&self) -> odgw_admin::Readiness {
         let store = self.store.health().await;
-        let checks = vec![
-            ReadinessCheck {
-                name: "store",
-                ok: store.is_ok(),
-                detail: store.err().map(|e| e.to_string()),
+        let mut checks = vec![
+            match store {
+                Ok(()) => ReadinessCheck {
+                    name: "store",
+                    ok: true,
+                    detail: None,
+                },
+                Err(error @ StoreError::Unavailable { .. }) => ReadinessCheck {
+                    name: "store",
+                    ok: true,
+                    detail: Some(format!(
+                        "degraded: {error}; tenants in use keep their last known keys, admin changes are refused"
+                    )),
+                },
+                Err(error) => ReadinessCheck {
+                    name: "store",
+                    ok: false,
+                    detail: Some(error.to_string()),
+                },
             },
             ReadinessCheck {
                 name: "audit",
@@ -139,6 +161,23 @@ impl Readiness {
                     .then(|| "no issuer has usable keys yet".to_owned()),
             },
         ];
+        if let Some(limiter) = self.limiter {
+            checks.push(ReadinessCheck {
+                name: "limiter",
+                ok: true,
+                detail: match limiter {
+                    LimiterStatus::Shared => None,
+                    LimiterStatus::Local => Some(
+                        "degraded: redis unreachable; pacing in process (redis.on_failure = \"local\")"
+                            .to_owned(),
+                    ),
+                    LimiterStatus::Unavailable => Some(
+                        "degraded: redis unreachable; upstream requests refused with 503 limiter_unavailable (redis.on_failure = \"closed\")"
+                            .to_owned(),
+                    ),
+                },
+            });
+        }
         odgw_admin::Readiness {
             ready: checks.iter().all(|c| c.ok),
             checks,

@@ -10,8 +10,11 @@ use std::{
 };
 
 use odgw_core::{ErrorCode, GatewayError, Request, RequestId, Response, TenantId};
-use odgw_keystore::{KeyStore, TenantDefaults};
+use odgw_keystore::{KeyStore, StoreError, TenantDefaults};
 use tower::{Layer, Service};
+
+/// `Retry-After` on a 503 `store_unavailable`: about one reconnect attempt.
+const STORE_RETRY_AFTER_SECS: u64 = 2;
 
 /// Looks the tenant up; 403 `unknown_tenant` or `tenant_disabled` otherwise.
 #[derive(Debug, Clone)]
@@ -85,6 +88,17 @@ where
                         "no key pair is stored for this tenant",
                     )
                     .into_response(&request_id))
+                }
+                // A shared store out of reach, with no last known record to
+                // fall back on: say so (503), as opposed to a broken store.
+                Err(error @ StoreError::Unavailable { .. }) => {
+                    tracing::warn!(%error, tenant = %tenant_id, "key store unreachable");
+                    let mut problem = GatewayError::new(
+                        ErrorCode::StoreUnavailable,
+                        "the key store cannot be reached",
+                    );
+                    problem.retry_after = Some(STORE_RETRY_AFTER_SECS);
+                    return Ok(problem.into_response(&request_id));
                 }
                 Err(error) => {
                     tracing::error!(%error, tenant = %tenant_id, "key store read failed");

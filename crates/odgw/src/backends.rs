@@ -1,0 +1,160 @@
+//! The backends chosen by `store.backend` and `limits.backend`: opening them
+//! from the configuration, and applying on this replica what other replicas
+//! changed in the shared key store.
+//!
+//! One node uses sled and in-process pacing. Several replicas share one
+//! PostgreSQL key store (whose change feed tells every replica about tenant
+//! changes and cache purges) and one Redis for pacing budgets.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use odgw_cache::ResponseCache;
+use odgw_keystore::{
+    CachedKeyStore, Change, ChangeFeed, KeyStore, MasterKey, PgKeyStore, PgSettings, SledKeyStore,
+};
+use odgw_limit::{OnFailure, RedisLimits, RedisSettings};
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config, Env, LimitsBackend, OnRedisFailure, StoreBackend};
+
+/// A key store as opened from the configuration.
+#[derive(Debug)]
+pub struct OpenedStore {
+    pub store: Arc<dyn KeyStore>,
+    /// What other replicas change; `None` for a single node's store.
+    pub changes: Option<ChangeFeed>,
+}
+
+/// Opens the configured key store and checks the master key against it;
+/// with `watch_changes`, also starts following what other replicas change
+/// (a gateway does; a one-off CLI command does not). Every error names what
+/// to fix; none contains a secret or the database URL.
+pub async fn open_store(
+    config: &Config,
+    env: &dyn Env,
+    watch_changes: bool,
+) -> anyhow::Result<OpenedStore> {
+    let master = config::read_secret(
+        config.store.master_key_file.as_deref(),
+        config::ENV_MASTER_KEY,
+        env,
+    )
+    .context("master key")?;
+    let master = MasterKey::from_base64(&master).context("master key")?;
+    match config.store.backend {
+        StoreBackend::Sled => {
+            let path = config.store.path.clone();
+            let sled = SledKeyStore::open(&path, master)
+                .with_context(|| format!("key store at {}", path.display()))?;
+            Ok(OpenedStore {
+                store: Arc::new(sled),
+                changes: None,
+            })
+        }
+        StoreBackend::Postgres => {
+            let pg = &config.postgres;
+            let url = config::read_secret(pg.url_file.as_deref(), config::ENV_POSTGRES_URL, env)
+                .context("postgres url")?;
+            let store = PgKeyStore::connect(
+                PgSettings {
+                    url,
+                    schema: pg.schema.clone(),
+                    pool_size: pg.pool_size,
+                    poll_interval: pg.poll_interval.0,
+                    connect_timeout: pg.connect_timeout.0,
+                },
+                master,
+            )
+            .await
+            .with_context(|| format!("key store in postgresql schema {:?}", pg.schema))?;
+            let changes = watch_changes.then(|| store.changes());
+            Ok(OpenedStore {
+                store: Arc::new(store),
+                changes,
+            })
+        }
+    }
+}
+
+/// Connects the shared pacing store when `limits.backend = "redis"`. An
+/// unreachable Redis is not an error here: pacing starts in the
+/// `redis.on_failure` policy and turns shared once Redis answers.
+pub async fn connect_limits(config: &Config, env: &dyn Env) -> anyhow::Result<Option<RedisLimits>> {
+    if config.limits.backend == LimitsBackend::Local {
+        return Ok(None);
+    }
+    let redis = &config.redis;
+    let url = config::read_secret(redis.url_file.as_deref(), config::ENV_REDIS_URL, env)
+        .context("redis url")?;
+    let limits = RedisLimits::connect(RedisSettings {
+        url,
+        key_prefix: redis.key_prefix.clone(),
+        on_failure: match redis.on_failure {
+            OnRedisFailure::Local => OnFailure::Local,
+            OnRedisFailure::Closed => OnFailure::Closed,
+        },
+        command_timeout: redis.timeout.0,
+    })
+    .await
+    .context("redis")?;
+    Ok(Some(limits))
+}
+
+/// How often the Redis health check runs while pacing is shared or not.
+pub const REDIS_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counts what the change feed applied, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ChangeCounters {
+    pub applied: AtomicU64,
+    pub resyncs: AtomicU64,
+}
+
+/// Applies every change from other replicas (and this one's own, which is
+/// harmless: forgetting and purging are idempotent) until aborted:
+/// Stops when `cache` answers `None` (the gateway was dropped).
+/// - a tenant put, toggled, re-keyed, imported or deleted: forget its
+///   decrypted record, so the next request reads the new one (a disabled
+///   tenant is refused from then on), and drop its cached responses;
+/// - a cache purge: purge the same here;
+/// - a resync (the feed lost contact and may have missed changes): forget
+///   every record and purge every response.
+pub fn spawn_change_applier(
+    mut feed: ChangeFeed,
+    keys: Arc<CachedKeyStore>,
+    cache: impl Fn() -> Option<ResponseCache> + Send + 'static,
+    counters: Arc<ChangeCounters>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let change = feed.next().await;
+            // `None`: the gateway is gone, and with it anything to apply to.
+            let Some(cache) = cache() else { return };
+            match &change {
+                Change::Tenant(id) => {
+                    keys.forget(id);
+                    cache.purge_tenant(id);
+                }
+                Change::Purge(Some(id)) => cache.purge_tenant(id),
+                Change::Purge(None) => cache.purge_all(),
+                Change::Resync => {
+                    keys.forget_all();
+                    cache.purge_all();
+                    counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "key store change feed resynced: cached keys and responses dropped"
+                    );
+                }
+            }
+            counters.applied.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?change, "key store change applied");
+        }
+    })
+}
