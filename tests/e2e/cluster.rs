@@ -847,3 +847,35 @@ async fn a_sled_store_exported_and_imported_into_postgres_serves_the_same_tokens
     replica.kill9();
     shared.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_master_key_stops_before_binding_a_port() {
+    let mock = plain_mock().await;
+    let shared = Shared::new();
+    let a = shared.start("a", &mock.base_url(), "");
+    assert_eq!(put_tenant(&a, "office", KEY_A).await.status, 201);
+
+    let config = shared.node_config("b", &mock.base_url(), &shared.postgres_url, "");
+    let other_key = shared.root.path().join("b").join("master_key");
+    std::fs::write(
+        &other_key,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{}/master_key", shared.secrets().display()),
+        &other_key.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = odgw(&["serve"], &config);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the master key does not match"), "{stderr}");
+    assert!(
+        !stderr.contains("odgw listening"),
+        "no port may be bound: {stderr}"
+    );
+    assert!(!stderr.contains(&shared.postgres_url), "{stderr}");
+    a.kill9();
+    shared.drop_schema().await;
+}
