@@ -9,15 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use odgw_core::{SecretString, TenantId};
+use odgw_core::SecretString;
 use odgw_keystore::{
     Change, ChangeFeed, KeyStore, MasterKey, PgKeyStore, PgSettings, PutOutcome, SealedTenant,
-    SledKeyStore, StoreError, TenantInput,
+    SledKeyStore, StoreError,
 };
 use tokio_postgres::NoTls;
 
-const CUSTOMER_KEY: &str = "VzkmZEaUWOjnQX2z";
-const DEVELOPER_KEY: &str = "NFFv2lvv1Dtg4eyT";
+mod common;
+use common::*;
 
 /// How long a change may take to reach another replica's feed.
 const FEED_DEADLINE: Duration = Duration::from_secs(2);
@@ -25,26 +25,6 @@ const FEED_DEADLINE: Duration = Duration::from_secs(2);
 fn url() -> String {
     std::env::var("ODGW_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn id(text: &str) -> TenantId {
-    TenantId::parse(text).unwrap()
-}
-
-fn input(customer: &str) -> TenantInput {
-    TenantInput::new(SecretString::new(customer))
-}
-
-fn full_input() -> TenantInput {
-    TenantInput {
-        name: Some("Smile Dental".into()),
-        customer_key: SecretString::new(CUSTOMER_KEY),
-        developer_key: Some(SecretString::new(DEVELOPER_KEY)),
-        base_url: Some("https://od.example/api/v1/".into()),
-        rate: Some("2/s".parse().unwrap()),
-        burst: Some(3),
-        enabled: None,
-    }
 }
 
 fn same_key(master: &MasterKey) -> MasterKey {
@@ -589,14 +569,6 @@ async fn a_feed_behind_the_pruned_changes_resyncs() {
         within(FEED_DEADLINE, "feed", feed.next()).await,
         Change::Tenant(id("after"))
     );
-}
-
-/// A temp dir only its owner can enter, as the sled store requires.
-fn private_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
 }
 
 /// JSON Lines, as `odgw keys export` writes them, and back.

@@ -3,41 +3,13 @@
 
 use std::{path::Path, time::Duration};
 
-use odgw_core::{Rate, SecretString, TenantId};
+use odgw_core::{Rate, SecretString};
 use odgw_keystore::{
     KeyStore, MasterKey, PutOutcome, SledKeyStore, StoreError, TenantInput, TenantSummary,
 };
 
-/// A temp dir only its owner can enter, as odgw requires of a store directory.
-fn private_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
-const CUSTOMER_KEY: &str = "VzkmZEaUWOjnQX2z";
-const DEVELOPER_KEY: &str = "NFFv2lvv1Dtg4eyT";
-
-fn id(text: &str) -> TenantId {
-    TenantId::parse(text).unwrap()
-}
-
-fn input(customer: &str) -> TenantInput {
-    TenantInput::new(SecretString::new(customer))
-}
-
-fn full_input() -> TenantInput {
-    TenantInput {
-        name: Some("Smile Dental".into()),
-        customer_key: SecretString::new(CUSTOMER_KEY),
-        developer_key: Some(SecretString::new(DEVELOPER_KEY)),
-        base_url: Some("https://od.example/api/v1/".into()),
-        rate: Some("2/s".parse().unwrap()),
-        burst: Some(3),
-        enabled: None,
-    }
-}
+mod common;
+use common::*;
 
 fn key_text(master: &MasterKey) -> SecretString {
     master.to_base64()
