@@ -91,6 +91,66 @@ pub(crate) trait KvTxn: Send {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A map owned by this process alone: sled holds an exclusive file lock,
+/// and the memory store is private. Its writers are serialized by an
+/// in-process lock held for the whole transaction, and there are no other
+/// replicas to tell about changes. Implementing this gives [`Kv`].
+pub(crate) trait LocalKv: Send + Sync + 'static {
+    fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// All entries whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+
+    /// Applies a non-empty batch atomically and durably before it returns.
+    fn apply(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The lock a writer transaction holds.
+    fn writer(&self) -> &tokio::sync::Mutex<()>;
+}
+
+impl<L: LocalKv> Kv for L {
+    type Txn<'a> = LocalTxn<'a, L>;
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(key)
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.scan(prefix)
+    }
+
+    async fn begin(&self) -> Result<LocalTxn<'_, L>, StoreError> {
+        Ok(LocalTxn {
+            _writer: self.writer().lock().await,
+            kv: self,
+        })
+    }
+}
+
+/// The writer transaction of a [`LocalKv`]: its writer lock, then one batch.
+pub(crate) struct LocalTxn<'a, L> {
+    _writer: tokio::sync::MutexGuard<'a, ()>,
+    kv: &'a L,
+}
+
+impl<L: LocalKv> KvTxn for LocalTxn<'_, L> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.read(key)
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.kv.scan(prefix)
+    }
+
+    /// `_changes` are dropped: nobody else shares the store.
+    async fn commit(self, ops: Vec<Op>, _changes: Vec<Change>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.kv.apply(ops).await
+    }
+}
+
 /// Runs a future to completion on the current thread, for the synchronous
 /// constructors of the sled and memory stores. Their futures need no
 /// runtime: they are ready at once or woken by sled's own flusher thread.

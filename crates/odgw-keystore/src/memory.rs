@@ -8,8 +8,8 @@ use std::{
 use odgw_core::TenantId;
 
 use crate::{
-    engine::{block_on, Engine, Entries, Kv, KvTxn, Op},
-    Change, KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
+    engine::{block_on, Engine, Entries, LocalKv, Op},
+    KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
     TenantSummary,
 };
 
@@ -50,55 +50,24 @@ impl MemoryKv {
         // (batches are applied in one go below), so poisoning is ignored.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map().get(key).cloned()
+impl LocalKv for MemoryKv {
+    fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.map().get(key).cloned())
     }
 
-    fn scan(&self, prefix: &[u8]) -> Entries {
-        self.map()
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self
+            .map()
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-}
-
-impl Kv for MemoryKv {
-    type Txn<'a> = MemoryTxn<'a>;
-
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.read(key))
+            .collect())
     }
 
-    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self.scan(prefix))
-    }
-
-    async fn begin(&self) -> Result<MemoryTxn<'_>, StoreError> {
-        Ok(MemoryTxn {
-            _writer: self.writer.lock().await,
-            kv: self,
-        })
-    }
-}
-
-struct MemoryTxn<'a> {
-    _writer: tokio::sync::MutexGuard<'a, ()>,
-    kv: &'a MemoryKv,
-}
-
-impl KvTxn for MemoryTxn<'_> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.kv.read(key))
-    }
-
-    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self.kv.scan(prefix))
-    }
-
-    async fn commit(self, ops: Vec<Op>, _changes: Vec<Change>) -> Result<(), StoreError> {
-        let mut map = self.kv.map();
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let mut map = self.map();
         for (key, value) in ops {
             match value {
                 Some(value) => map.insert(key, value),
@@ -106,6 +75,10 @@ impl KvTxn for MemoryTxn<'_> {
             };
         }
         Ok(())
+    }
+
+    fn writer(&self) -> &tokio::sync::Mutex<()> {
+        &self.writer
     }
 }
 

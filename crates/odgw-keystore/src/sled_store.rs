@@ -16,8 +16,8 @@ use std::{
 use odgw_core::TenantId;
 
 use crate::{
-    engine::{block_on, Engine, Entries, Kv, KvTxn, Op},
-    Change, KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
+    engine::{block_on, Engine, Entries, LocalKv, Op},
+    KeyStore, MasterKey, PutOutcome, SealedTenant, StoreError, TenantInput, TenantRecord,
     TenantSummary,
 };
 
@@ -101,7 +101,8 @@ impl SledKv {
     }
 }
 
-impl SledKv {
+/// One process owns a sled store (sled holds an exclusive file lock).
+impl LocalKv for SledKv {
     fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db
             .get(key)
@@ -116,48 +117,8 @@ impl SledKv {
             .collect::<Result<_, _>>()
             .map_err(StoreError::backend("scanning"))
     }
-}
 
-impl Kv for SledKv {
-    type Txn<'a> = SledTxn<'a>;
-
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(key)
-    }
-
-    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        self.scan(prefix)
-    }
-
-    async fn begin(&self) -> Result<SledTxn<'_>, StoreError> {
-        Ok(SledTxn {
-            _writer: self.writer.lock().await,
-            kv: self,
-        })
-    }
-}
-
-/// The sled writer transaction: the writer lock, then one batch.
-struct SledTxn<'a> {
-    _writer: tokio::sync::MutexGuard<'a, ()>,
-    kv: &'a SledKv,
-}
-
-impl KvTxn for SledTxn<'_> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.read(key)
-    }
-
-    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        self.kv.scan(prefix)
-    }
-
-    /// One process owns a sled store, so there is nobody to tell about
-    /// `_changes`.
-    async fn commit(self, ops: Vec<Op>, _changes: Vec<Change>) -> Result<(), StoreError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (key, value) in ops {
             match value {
@@ -165,21 +126,23 @@ impl KvTxn for SledTxn<'_> {
                 None => batch.remove(key),
             }
         }
-        self.kv
-            .db
+        self.db
             .apply_batch(batch)
             .map_err(StoreError::backend("writing"))?;
-        self.kv
-            .db
+        self.db
             .flush_async()
             .await
             .map_err(StoreError::backend("flushing to disk"))?;
         // The write is durable at this point; a failed chmod must not make
         // the caller believe otherwise.
-        if let Err(err) = self.kv.tighten() {
+        if let Err(err) = self.tighten() {
             tracing::warn!(error = %err, "could not tighten key store file permissions");
         }
         Ok(())
+    }
+
+    fn writer(&self) -> &tokio::sync::Mutex<()> {
+        &self.writer
     }
 }
 
