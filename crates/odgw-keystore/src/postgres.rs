@@ -35,7 +35,10 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use odgw_core::{SecretString, TenantId};
-use tokio_postgres::{types::ToSql, NoTls, Row};
+use tokio_postgres::{
+    types::{FromSql, ToSql},
+    NoTls, Row,
+};
 
 pub use feed::{Change, ChangeFeed};
 
@@ -385,7 +388,7 @@ impl Shared {
         let rows = self
             .query("reading the change feed", &self.sql.newest, &[])
             .await?;
-        first_i64(&rows, "reading the change feed")
+        first::<i64>(&rows, "reading the change feed")
     }
 
     /// Starts a transaction holding the advisory lock `lock`. The lock is
@@ -436,10 +439,7 @@ impl Kv for PgKv {
             .shared
             .query("reading", &self.shared.sql.get, &[&key])
             .await?;
-        match rows.first() {
-            None => Ok(None),
-            Some(row) => Ok(Some(text_column(row, 0, "reading")?.into_bytes())),
-        }
+        value(&rows)
     }
 
     async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -555,7 +555,7 @@ impl PgTxn<'_> {
                     &[&kind, &tenant, &self.shared.origin],
                 )
                 .await?;
-            newest = Some(first_i64(&rows, "recording a change")?);
+            newest = Some(first::<i64>(&rows, "recording a change")?);
         }
         if let Some(seq) = newest {
             // Delivered at commit, and only if it commits.
@@ -581,10 +581,7 @@ impl KvTxn for PgTxn<'_> {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key_text(key)?;
         let rows = self.run("reading", &self.shared.sql.get, &[&key]).await?;
-        match rows.first() {
-            None => Ok(None),
-            Some(row) => Ok(Some(text_column(row, 0, "reading")?.into_bytes())),
-        }
+        value(&rows)
     }
 
     async fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -639,7 +636,7 @@ async fn migrate(shared: &Shared) -> Result<(), StoreError> {
                 .await?;
             // Checked first rather than CREATE SCHEMA IF NOT EXISTS, which
             // needs the CREATE privilege even when the schema exists.
-            if !first_bool(&exists, CONTEXT)? {
+            if !first::<bool>(&exists, CONTEXT)? {
                 txn.batch(CONTEXT, &format!("CREATE SCHEMA {quoted}")).await?;
             }
             let table = format!("{quoted}.schema_migrations");
@@ -650,7 +647,7 @@ async fn migrate(shared: &Shared) -> Result<(), StoreError> {
                     &[&table],
                 )
                 .await?;
-            if !first_bool(&has_table, CONTEXT)? {
+            if !first::<bool>(&has_table, CONTEXT)? {
                 txn.batch(
                     CONTEXT,
                     &format!(
@@ -668,7 +665,7 @@ async fn migrate(shared: &Shared) -> Result<(), StoreError> {
                     &[],
                 )
                 .await?;
-            let current = first_i64(&current, CONTEXT)?;
+            let current = first::<i64>(&current, CONTEXT)?;
             if current > SCHEMA_VERSION {
                 return Err(StoreError::SchemaTooNew {
                     schema: shared.schema.clone(),
@@ -758,6 +755,14 @@ fn text_column(row: &Row, index: usize, context: &'static str) -> Result<String,
         .map_err(|err| db_error(context, err))
 }
 
+/// The answer of the `get` statement: the value, if the key exists.
+fn value(rows: &[Row]) -> Result<Option<Vec<u8>>, StoreError> {
+    rows.first()
+        .map(|row| text_column(row, 0, "reading").map(String::into_bytes))
+        .transpose()
+}
+
+/// The answer of the `scan` statement.
 fn entries(rows: &[Row]) -> Result<Entries, StoreError> {
     rows.iter()
         .map(|row| {
@@ -769,15 +774,8 @@ fn entries(rows: &[Row]) -> Result<Entries, StoreError> {
         .collect()
 }
 
-fn first_i64(rows: &[Row], context: &'static str) -> Result<i64, StoreError> {
-    let row = rows.first().ok_or_else(|| StoreError::Backend {
-        context,
-        source: "the query returned no row".into(),
-    })?;
-    row.try_get(0).map_err(|err| db_error(context, err))
-}
-
-fn first_bool(rows: &[Row], context: &'static str) -> Result<bool, StoreError> {
+/// The first column of the first row.
+fn first<'a, T: FromSql<'a>>(rows: &'a [Row], context: &'static str) -> Result<T, StoreError> {
     let row = rows.first().ok_or_else(|| StoreError::Backend {
         context,
         source: "the query returned no row".into(),
