@@ -333,9 +333,12 @@ mod tests {
         }
     }
 
+    /// A memory store behind a [`Probe`]. Tests may also write to the
+    /// memory store directly, as another replica would, behind the cache's
+    /// back.
     #[derive(Debug)]
     struct ProbedStore {
-        inner: MemoryKeyStore,
+        inner: Arc<MemoryKeyStore>,
         probe: Arc<Probe>,
     }
 
@@ -391,13 +394,20 @@ mod tests {
         }
     }
 
-    fn cached() -> (Arc<CachedKeyStore>, Arc<Probe>) {
+    /// A fresh memory store, its probe, and the two as a [`ProbedStore`].
+    fn probed() -> (Arc<ProbedStore>, Arc<Probe>, Arc<MemoryKeyStore>) {
         let probe = Arc::new(Probe::default());
+        let memory = Arc::new(MemoryKeyStore::new().unwrap());
         let inner = ProbedStore {
-            inner: MemoryKeyStore::new().unwrap(),
+            inner: memory.clone(),
             probe: probe.clone(),
         };
-        (Arc::new(CachedKeyStore::new(Arc::new(inner))), probe)
+        (Arc::new(inner), probe, memory)
+    }
+
+    fn cached() -> (Arc<CachedKeyStore>, Arc<Probe>) {
+        let (inner, probe, _) = probed();
+        (Arc::new(CachedKeyStore::new(inner)), probe)
     }
 
     fn input(customer_key: &str) -> TenantInput {
@@ -477,12 +487,8 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_their_time_to_live() {
-        let probe = Arc::new(Probe::default());
-        let inner = ProbedStore {
-            inner: MemoryKeyStore::new().unwrap(),
-            probe: probe.clone(),
-        };
-        let store = CachedKeyStore::with_limits(Arc::new(inner), 10, Duration::from_millis(100));
+        let (inner, probe, _) = probed();
+        let store = CachedKeyStore::with_limits(inner, 10, Duration::from_millis(100));
         store.put(&acme(), input("KEY")).await.unwrap();
         customer_key(&store).await;
         customer_key(&store).await;
@@ -498,64 +504,14 @@ mod tests {
         ttl: Duration,
         max_stale: Duration,
     ) -> (Arc<CachedKeyStore>, Arc<Probe>, Arc<MemoryKeyStore>) {
-        let probe = Arc::new(Probe::default());
-        let memory = Arc::new(MemoryKeyStore::new().unwrap());
-        let inner = SharedProbe {
-            inner: memory.clone(),
-            probe: probe.clone(),
-        };
-        let store = CachedKeyStore::with_limits(Arc::new(inner), 10, ttl).with_max_stale(max_stale);
+        let (inner, probe, memory) = probed();
+        let store = CachedKeyStore::with_limits(inner, 10, ttl).with_max_stale(max_stale);
         (Arc::new(store), probe, memory)
     }
 
     /// A cache whose entries expire quickly.
     fn short_lived(max_stale: Duration) -> (Arc<CachedKeyStore>, Arc<Probe>, Arc<MemoryKeyStore>) {
         over_shared(Duration::from_millis(50), max_stale)
-    }
-
-    /// Like `ProbedStore`, over a memory store the test also writes to
-    /// directly (as another replica would, behind this cache's back).
-    #[derive(Debug)]
-    struct SharedProbe {
-        inner: Arc<MemoryKeyStore>,
-        probe: Arc<Probe>,
-    }
-
-    #[async_trait::async_trait]
-    impl KeyStore for SharedProbe {
-        async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantRecord>>, StoreError> {
-            self.probe.read()?;
-            self.inner.get(id).await
-        }
-        async fn put(
-            &self,
-            id: &TenantId,
-            input: TenantInput,
-        ) -> Result<(PutOutcome, TenantSummary), StoreError> {
-            self.inner.put(id, input).await
-        }
-        async fn list(&self) -> Result<Vec<TenantSummary>, StoreError> {
-            self.inner.list().await
-        }
-        async fn summary(&self, id: &TenantId) -> Result<Option<TenantSummary>, StoreError> {
-            self.inner.summary(id).await
-        }
-        async fn set_enabled(
-            &self,
-            id: &TenantId,
-            enabled: bool,
-        ) -> Result<Option<TenantSummary>, StoreError> {
-            self.inner.set_enabled(id, enabled).await
-        }
-        async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn health(&self) -> Result<(), StoreError> {
-            self.inner.health().await
-        }
-        async fn import_sealed(&self, records: Vec<SealedTenant>) -> Result<usize, StoreError> {
-            self.inner.import_sealed(records).await
-        }
     }
 
     /// Waits (bounded) until acme's record has left the fresh cache, so
