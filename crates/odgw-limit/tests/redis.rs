@@ -134,6 +134,50 @@ async fn replica(url: &str, prefix: &str, on_failure: OnFailure) -> RedisLimits 
     .unwrap()
 }
 
+/// Two replicas, A and B, sharing one Redis under a key prefix of their own.
+struct Pair {
+    url: String,
+    prefix: String,
+    a: RedisLimits,
+    b: RedisLimits,
+}
+
+impl Pair {
+    /// On the shared test Redis, with `on_failure = "closed"`.
+    async fn new() -> Result<Self, String> {
+        Ok(Self::on(test_redis().await?, OnFailure::Closed).await)
+    }
+
+    async fn on(url: String, on_failure: OnFailure) -> Self {
+        let prefix = prefix();
+        let a = replica(&url, &prefix, on_failure).await;
+        let b = replica(&url, &prefix, on_failure).await;
+        Self { url, prefix, a, b }
+    }
+
+    /// The tenant pacers of A and B.
+    fn pacers(&self, queue_depth: usize) -> (Arc<dyn Pacer>, Arc<dyn Pacer>) {
+        (
+            self.a.pacer(pacing(queue_depth)),
+            self.b.pacer(pacing(queue_depth)),
+        )
+    }
+
+    /// A connection of the test's own, for looking at what the pair wrote.
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        conn(&self.url).await
+    }
+
+    /// Every key the pair wrote.
+    async fn keys(&self) -> Vec<String> {
+        keys(&self.url, &self.prefix).await
+    }
+
+    async fn delete_keys(&self) {
+        delete_keys(&self.url, &self.prefix).await;
+    }
+}
+
 fn pacing(queue_depth: usize) -> PacingSettings {
     PacingSettings {
         queue_timeout: Duration::from_secs(30),
@@ -175,6 +219,34 @@ where
     }
 }
 
+/// Acquires a slot (waiting up to 30 s) in a task that yields when it
+/// started.
+fn spawn_acquire(
+    pacer: &Arc<dyn Pacer>,
+    t: &TenantId,
+    rate: Rate,
+    burst: u32,
+) -> tokio::task::JoinHandle<Instant> {
+    let (pacer, t) = (Arc::clone(pacer), t.clone());
+    tokio::spawn(async move {
+        pacer
+            .acquire(&t, rate, burst, Duration::from_secs(30))
+            .await
+            .unwrap();
+        Instant::now()
+    })
+}
+
+/// The start times of `tasks` (from [`spawn_acquire`]), earliest first.
+async fn start_times(tasks: Vec<tokio::task::JoinHandle<Instant>>) -> Vec<Instant> {
+    let mut starts = Vec::new();
+    for task in tasks {
+        starts.push(task.await.unwrap());
+    }
+    starts.sort();
+    starts
+}
+
 /// Starts `acquire` in a task and waits until its reservation is made (the
 /// pacer counts it as waiting). Returns the task, which yields the start.
 async fn waiting(
@@ -183,23 +255,22 @@ async fn waiting(
     rate: Rate,
 ) -> tokio::task::JoinHandle<Instant> {
     let before = pacer.queue_depth(t);
-    let task = {
-        let pacer = Arc::clone(pacer);
-        let t = t.clone();
-        tokio::spawn(async move {
-            pacer
-                .acquire(&t, rate, 1, Duration::from_secs(30))
-                .await
-                .unwrap();
-            Instant::now()
-        })
-    };
+    let task = spawn_acquire(pacer, t, rate, 1);
     eventually("the waiter's reservation", Duration::from_secs(5), || {
         let depth = pacer.queue_depth(t);
         async move { depth == before + 1 }
     })
     .await;
     task
+}
+
+/// Waits until every one of `replicas` reports `status`.
+async fn until_status(replicas: &[&RedisLimits], status: LimiterStatus, within: Duration) {
+    eventually(&format!("status {status:?}"), within, || {
+        let reached = replicas.iter().all(|r| r.status() == status);
+        async move { reached }
+    })
+    .await;
 }
 
 fn assert_spaced(starts: &[Instant], interval: Duration) {
@@ -345,50 +416,27 @@ async fn private_server(password: Option<&'static str>) -> Result<RedisServer, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_space_one_tenant_together() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    assert_eq!(a.status(), LimiterStatus::Shared);
-    let pacers = [a.pacer(pacing(64)), b.pacer(pacing(64))];
+    let pair = need!(Pair::new().await);
+    assert_eq!(pair.a.status(), LimiterStatus::Shared);
+    let (pa, pb) = pair.pacers(64);
+    let pacers = [pa, pb];
     let t = tenant("practice-1");
     let rate = per_second(10);
 
-    let tasks: Vec<_> = (0..10)
-        .map(|i| {
-            let pacer = Arc::clone(&pacers[i % 2]);
-            let t = t.clone();
-            tokio::spawn(async move {
-                pacer
-                    .acquire(&t, rate, 1, Duration::from_secs(30))
-                    .await
-                    .unwrap();
-                Instant::now()
-            })
-        })
+    let tasks = (0..10)
+        .map(|i| spawn_acquire(&pacers[i % 2], &t, rate, 1))
         .collect();
-    let mut starts = Vec::new();
-    for task in tasks {
-        starts.push(task.await.unwrap());
-    }
-    starts.sort();
+    let starts = start_times(tasks).await;
     assert_spaced(&starts, Duration::from_millis(100));
     assert!(starts[9] - starts[0] >= Duration::from_millis(810));
-    assert_eq!(a.failures() + b.failures(), 0);
-    delete_keys(&url, &prefix).await;
+    assert_eq!(pair.a.failures() + pair.b.failures(), 0);
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_queue_depth_counts_the_waiters_of_every_replica() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    let (pa, pb) = (a.pacer(pacing(3)), b.pacer(pacing(3)));
+    let pair = need!(Pair::new().await);
+    let (pa, pb) = pair.pacers(3);
     let t = tenant("practice-1");
     let rate = per_second(2);
 
@@ -417,18 +465,13 @@ async fn the_queue_depth_counts_the_waiters_of_every_replica() {
     for waiter in [w1, w2, w3] {
         waiter.abort();
     }
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refusal_for_the_deadline_is_global_and_reserves_nothing() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    let (pa, pb) = (a.pacer(pacing(64)), b.pacer(pacing(64)));
+    let pair = need!(Pair::new().await);
+    let (pa, pb) = pair.pacers(64);
     let t = tenant("practice-1");
     let rate = per_second(2);
 
@@ -454,57 +497,36 @@ async fn a_refusal_for_the_deadline_is_global_and_reserves_nothing() {
         "{:?}",
         permit.waited
     );
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_from_one_replica_holds_the_other_and_spends_the_burst() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    let (pa, pb) = (a.pacer(pacing(64)), b.pacer(pacing(64)));
+    let pair = need!(Pair::new().await);
+    let (pa, pb) = pair.pacers(64);
     let t = tenant("practice-1");
     let rate = per_second(10);
 
     let paused_at = Instant::now();
     pa.pause_until(&t, paused_at + Duration::from_secs(1));
     // The write is fire and forget; wait until Redis holds it.
-    let state_key = format!("{prefix}pace:practice-1");
-    eventually("the pause reaches redis", Duration::from_secs(5), || {
-        let (url, key) = (url.clone(), state_key.clone());
-        async move {
-            let mut conn = conn(&url).await;
+    let state_key = format!("{}pace:practice-1", pair.prefix);
+    eventually(
+        "the pause reaches redis",
+        Duration::from_secs(5),
+        || async {
             redis::cmd("HEXISTS")
-                .arg(&key)
+                .arg(&state_key)
                 .arg("pause")
-                .query_async::<bool>(&mut conn)
+                .query_async::<bool>(&mut pair.conn().await)
                 .await
                 .unwrap()
-        }
-    })
+        },
+    )
     .await;
 
-    let tasks: Vec<_> = (0..3)
-        .map(|_| {
-            let pacer = Arc::clone(&pb);
-            let t = t.clone();
-            tokio::spawn(async move {
-                pacer
-                    .acquire(&t, rate, 3, Duration::from_secs(30))
-                    .await
-                    .unwrap();
-                Instant::now()
-            })
-        })
-        .collect();
-    let mut starts = Vec::new();
-    for task in tasks {
-        starts.push(task.await.unwrap());
-    }
-    starts.sort();
+    let tasks = (0..3).map(|_| spawn_acquire(&pb, &t, rate, 3)).collect();
+    let starts = start_times(tasks).await;
     let first = starts[0] - paused_at;
     assert!(
         first >= Duration::from_millis(950) && first < Duration::from_millis(1500),
@@ -512,15 +534,13 @@ async fn a_pause_from_one_replica_holds_the_other_and_spends_the_burst() {
     );
     // A burst of 3 would start them together; the pause spent it.
     assert_spaced(&starts, Duration::from_millis(100));
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unlimited_tenants_leave_nothing_in_redis() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let a = replica(&url, &prefix, OnFailure::Closed).await;
-    let pacer = a.pacer(pacing(64));
+    let pair = need!(Pair::new().await);
+    let pacer = pair.a.pacer(pacing(64));
     for _ in 0..100 {
         let permit = pacer
             .acquire(&tenant("local"), Rate::Unlimited, 1, Duration::ZERO)
@@ -528,38 +548,18 @@ async fn unlimited_tenants_leave_nothing_in_redis() {
             .unwrap();
         assert_eq!(permit.waited, Duration::ZERO);
     }
-    let found = keys(&url, &prefix).await;
+    let found = pair.keys().await;
     assert!(found.iter().all(|k| !k.contains("pace:local")), "{found:?}");
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abandoned_newest_waiter_hands_its_slot_back_across_replicas() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    let (pa, pb) = (a.pacer(pacing(64)), b.pacer(pacing(64)));
+    let pair = need!(Pair::new().await);
+    let (pa, pb) = pair.pacers(64);
     let t = tenant("practice-1");
     let rate = per_second(4);
-    let queue_key = format!("{prefix}pace:practice-1:queue");
-    let queued = |n: usize| {
-        let (url, key) = (url.clone(), queue_key.clone());
-        move || {
-            let (url, key) = (url.clone(), key.clone());
-            async move {
-                let mut conn = conn(&url).await;
-                redis::cmd("ZCARD")
-                    .arg(&key)
-                    .query_async::<usize>(&mut conn)
-                    .await
-                    .unwrap()
-                    == n
-            }
-        }
-    };
+    let queue_key = format!("{}pace:practice-1:queue", pair.prefix);
 
     let t0 = Instant::now();
     pa.acquire(&t, rate, 1, Duration::ZERO).await.unwrap(); // slot 0
@@ -569,7 +569,14 @@ async fn an_abandoned_newest_waiter_hands_its_slot_back_across_replicas() {
     eventually(
         "the abandoned waiter leaves",
         Duration::from_secs(5),
-        queued(1),
+        || async {
+            redis::cmd("ZCARD")
+                .arg(&queue_key)
+                .query_async::<usize>(&mut pair.conn().await)
+                .await
+                .unwrap()
+                == 1
+        },
     )
     .await;
     assert_eq!(pa.queue_depth(&t), 0);
@@ -584,18 +591,13 @@ async fn an_abandoned_newest_waiter_hands_its_slot_back_across_replicas() {
         "{next:?}"
     );
     kept.await.unwrap();
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abandoned_middle_waiter_leaves_its_slot_consumed() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
-    let (pa, pb) = (a.pacer(pacing(64)), b.pacer(pacing(64)));
+    let pair = need!(Pair::new().await);
+    let (pa, pb) = pair.pacers(64);
     let t = tenant("practice-1");
     let rate = per_second(4);
 
@@ -616,20 +618,15 @@ async fn an_abandoned_middle_waiter_leaves_its_slot_consumed() {
         "{next:?}"
     );
     kept.await.unwrap();
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_subject_limit_is_shared_and_keeps_subjects_out_of_key_names() {
-    let url = need!(test_redis().await);
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Closed).await,
-        replica(&url, &prefix, OnFailure::Closed).await,
-    );
+    let pair = need!(Pair::new().await);
     let (la, lb) = (
-        a.subject_limit(per_minute(1), 2),
-        b.subject_limit(per_minute(1), 2),
+        pair.a.subject_limit(per_minute(1), 2),
+        pair.b.subject_limit(per_minute(1), 2),
     );
     assert!(la.is_shared() && la.is_limited());
     let sa = ServiceBuilder::new().layer(la).service(ok_service());
@@ -677,20 +674,21 @@ async fn the_subject_limit_is_shared_and_keeps_subjects_out_of_key_names() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    let found: Vec<_> = keys(&url, &prefix)
+    let found: Vec<_> = pair
+        .keys()
         .await
         .into_iter()
         .filter(|k| k.contains(":subj:"))
         .collect();
     assert_eq!(found.len(), 3, "{found:?}");
     for key in &found {
-        let hash = key.strip_prefix(&format!("{prefix}subj:")).unwrap();
+        let hash = key.strip_prefix(&format!("{}subj:", pair.prefix)).unwrap();
         assert!(
             hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
             "{key}"
         );
     }
-    delete_keys(&url, &prefix).await;
+    pair.delete_keys().await;
 }
 
 // ---------------------------------------------------------------- outages
@@ -698,17 +696,13 @@ async fn the_subject_limit_is_shared_and_keeps_subjects_out_of_key_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_policy_paces_in_process_while_redis_is_down_and_shares_again_after() {
     let mut server = need!(private_server(None).await);
-    let url = server.url();
-    let prefix = prefix();
-    let (a, b) = (
-        replica(&url, &prefix, OnFailure::Local).await,
-        replica(&url, &prefix, OnFailure::Local).await,
-    );
+    let pair = Pair::on(server.url(), OnFailure::Local).await;
+    let (a, b) = (&pair.a, &pair.b);
     let _checks = (
         a.spawn_health_check(Duration::from_millis(100)),
         b.spawn_health_check(Duration::from_millis(100)),
     );
-    let (pa, pb) = (a.pacer(pacing(64)), b.pacer(pacing(64)));
+    let (pa, pb) = pair.pacers(64);
     let limited = ServiceBuilder::new()
         .layer(a.subject_limit(per_minute(1), 1))
         .service(ok_service());
@@ -743,11 +737,7 @@ async fn local_policy_paces_in_process_while_redis_is_down_and_shares_again_afte
         "{:?}",
         called.elapsed()
     );
-    eventually("status local", Duration::from_secs(5), || {
-        let status = a.status();
-        async move { status == LimiterStatus::Local }
-    })
-    .await;
+    until_status(&[a], LimiterStatus::Local, Duration::from_secs(5)).await;
     assert!(a.failures() > 0);
 
     // Paced in process: spaced, and no request waits for Redis.
@@ -785,11 +775,7 @@ async fn local_policy_paces_in_process_while_redis_is_down_and_shares_again_afte
 
     server.restart().unwrap();
     server.ready().await;
-    eventually("status shared again", Duration::from_secs(10), || {
-        let status = (a.status(), b.status());
-        async move { status == (LimiterStatus::Shared, LimiterStatus::Shared) }
-    })
-    .await;
+    until_status(&[a, b], LimiterStatus::Shared, Duration::from_secs(10)).await;
     // Shared again: the other replica's request waits for this one's.
     pa.acquire(&t, rate, 1, Duration::ZERO).await.unwrap();
     let after = pb
@@ -801,9 +787,9 @@ async fn local_policy_paces_in_process_while_redis_is_down_and_shares_again_afte
         "{:?}",
         after.waited
     );
-    let found = keys(&url, &prefix).await;
+    let found = pair.keys().await;
     assert!(
-        found.contains(&format!("{prefix}pace:practice-1")),
+        found.contains(&format!("{}pace:practice-1", pair.prefix)),
         "{found:?}"
     );
 }
@@ -871,11 +857,7 @@ async fn closed_policy_answers_503_while_redis_is_down() {
 
     server.restart().unwrap();
     server.ready().await;
-    eventually("status shared again", Duration::from_secs(10), || {
-        let status = a.status();
-        async move { status == LimiterStatus::Shared }
-    })
-    .await;
+    until_status(&[&a], LimiterStatus::Shared, Duration::from_secs(10)).await;
     pacer
         .acquire(&t, rate, 1, Duration::from_secs(5))
         .await
