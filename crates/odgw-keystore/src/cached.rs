@@ -156,7 +156,9 @@ impl CachedKeyStore {
     /// the record last read, if that was within `max_stale`.
     fn stale(&self, id: &TenantId, error: &StoreError) -> Option<Arc<TenantRecord>> {
         let record = self.last_known.as_ref()?.get(id)?;
-        if !self.serving_stale.swap(true, Ordering::AcqRel) {
+        if !self.serving_stale.load(Ordering::Acquire)
+            && !self.serving_stale.swap(true, Ordering::AcqRel)
+        {
             tracing::warn!(
                 tenant = %id,
                 error = %error,
@@ -215,7 +217,11 @@ impl KeyStore for CachedKeyStore {
             }
             Err(err) => return Err(err),
         };
-        if self.serving_stale.swap(false, Ordering::AcqRel) {
+        // Read first: a swap on every miss would write the shared cache
+        // line even when nothing changes.
+        if self.serving_stale.load(Ordering::Acquire)
+            && self.serving_stale.swap(false, Ordering::AcqRel)
+        {
             tracing::info!("key store reachable again; serving fresh records");
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -263,7 +263,7 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 /// A tenant's stored record in its sealed form, for moving tenants between
-/// stores (`odgw keys export` / `import`, e.g. from sled to PostgreSQL).
+/// stores (`odgw store export` / `import`, e.g. from sled to PostgreSQL).
 ///
 /// Serializes to exactly the JSON the stores keep (one object; the CLI
 /// writes one per line): clear metadata plus the keys sealed with the

@@ -571,7 +571,7 @@ async fn a_feed_behind_the_pruned_changes_resyncs() {
     );
 }
 
-/// JSON Lines, as `odgw keys export` writes them, and back.
+/// JSON Lines, as `odgw store export` writes them, and back.
 fn through_json_lines(records: Vec<SealedTenant>) -> Vec<SealedTenant> {
     let text: String = records
         .iter()

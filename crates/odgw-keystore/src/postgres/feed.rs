@@ -57,9 +57,9 @@ pub enum Change {
 /// [`crate::PgKeyStore::changes`] returned is delivered. It starts at the
 /// newest change its store instance had seen (at connect, by its own
 /// writes, or through another feed), so some changes from just before may
-/// be delivered too; handling them is harmless. It reconnects by itself; while it cannot reach the database,
-/// [`ChangeFeed::next`] simply waits, and the first item after contact is
-/// regained is [`Change::Resync`].
+/// be delivered too; handling them is harmless. It reconnects by itself;
+/// while it cannot reach the database, [`ChangeFeed::next`] simply waits,
+/// and the first item after contact is regained is [`Change::Resync`].
 pub struct ChangeFeed {
     shared: Arc<Shared>,
     /// `None` until the background task runs.
