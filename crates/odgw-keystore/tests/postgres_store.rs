@@ -168,39 +168,7 @@ async fn put_get_list_toggle_delete_round_trip() {
     let schema = Schema::new();
     let master = MasterKey::generate().unwrap();
     let store = schema.connect(&master).await;
-    store.health().await.unwrap();
-    assert!(store.list().await.unwrap().is_empty());
-    assert!(store.get(&id("acme")).await.unwrap().is_none());
-
-    let (outcome, summary) = store.put(&id("acme"), full_input()).await.unwrap();
-    assert_eq!(outcome, PutOutcome::Created);
-    assert_eq!(summary.customer_key_hint, "QX2z");
-    assert_eq!(
-        summary.base_url.as_deref(),
-        Some("https://od.example/api/v1")
-    );
-    let record = store.get(&id("acme")).await.unwrap().unwrap();
-    assert_eq!(record.customer_key.expose(), CUSTOMER_KEY);
-    assert_eq!(
-        record.developer_key.as_ref().unwrap().expose(),
-        DEVELOPER_KEY
-    );
-    assert_eq!(record.summary(), summary);
-    assert_eq!(
-        store.summary(&id("acme")).await.unwrap(),
-        Some(summary.clone())
-    );
-
-    store.put(&id("Zeta"), input("KEYZETA12345")).await.unwrap();
-    store.put(&id("beta"), input("KEYBETA12345")).await.unwrap();
-    let ids: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id.to_string())
-        .collect();
-    assert_eq!(ids, ["Zeta", "acme", "beta"], "sorted by id");
+    let (record, _) = create_read_and_list(&store).await;
 
     let (outcome, _) = store
         .put(&id("acme"), input("NEWCUSTOMERKEY"))

@@ -24,46 +24,13 @@ async fn put_get_list_enable_disable_delete() {
     let dir = private_tempdir();
     let path = dir.path().join("keys");
     let store = SledKeyStore::open(&path, MasterKey::generate().unwrap()).unwrap();
-    store.health().await.unwrap();
-    assert!(store.list().await.unwrap().is_empty());
-    assert!(store.get(&id("acme")).await.unwrap().is_none());
-
-    let (outcome, summary) = store.put(&id("acme"), full_input()).await.unwrap();
-    assert_eq!(outcome, PutOutcome::Created);
-    assert_eq!(summary.customer_key_hint, "QX2z");
+    let (record, summary) = create_read_and_list(&store).await;
     assert!(summary.has_developer_key);
-    assert_eq!(
-        summary.base_url.as_deref(),
-        Some("https://od.example/api/v1")
-    );
     assert!(summary.enabled, "enabled defaults to true");
-
-    let record = store.get(&id("acme")).await.unwrap().unwrap();
-    assert_eq!(record.customer_key.expose(), CUSTOMER_KEY);
-    assert_eq!(
-        record.developer_key.as_ref().unwrap().expose(),
-        DEVELOPER_KEY
-    );
     assert_eq!(record.name.as_deref(), Some("Smile Dental"));
     assert_eq!(record.rate, Some("2/s".parse::<Rate>().unwrap()));
     assert_eq!(record.burst, Some(3));
     assert!(record.created_at.ends_with('Z') && record.created_at.len() == 20);
-    assert_eq!(record.summary(), summary);
-    assert_eq!(
-        store.summary(&id("acme")).await.unwrap(),
-        Some(summary.clone())
-    );
-
-    store.put(&id("Zeta"), input("KEYZETA12345")).await.unwrap();
-    store.put(&id("beta"), input("KEYBETA12345")).await.unwrap();
-    let ids: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id.to_string())
-        .collect();
-    assert_eq!(ids, ["Zeta", "acme", "beta"], "sorted by id");
 
     let before = record.generation;
     let off = store
