@@ -137,7 +137,7 @@ where
                 request_id = %request_id,
                 "tenant budget store unreachable"
             );
-            return Ok(limiter_unavailable(&rejection, &request_id));
+            return Ok(limiter_unavailable(rejection.retry_after, &request_id));
         }
         tracing::info!(
             tenant = %tenant_id,
@@ -236,7 +236,8 @@ pub fn parse_retry_after(value: Option<&HeaderValue>, now: SystemTime) -> Durati
 }
 
 /// Whole seconds, rounded up: a client that waits this long is not early.
-fn ceil_secs(d: Duration) -> u64 {
+/// Whole seconds, rounded up: a client that waits this long is not early.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
@@ -261,13 +262,14 @@ fn rate_limited(rejection: &PaceRejection, request_id: &RequestId) -> Response {
 }
 
 /// 503 `limiter_unavailable`: the shared budget store is down and the
-/// policy is to refuse rather than risk Open Dental's throttle.
-fn limiter_unavailable(rejection: &PaceRejection, request_id: &RequestId) -> Response {
+/// policy is to refuse rather than risk Open Dental's throttle. Made here
+/// for the pacing layer and the shared subject limit alike.
+pub(crate) fn limiter_unavailable(retry_after: Duration, request_id: &RequestId) -> Response {
     GatewayError::new(
         ErrorCode::LimiterUnavailable,
         "the shared rate limiter is unreachable; try again shortly",
     )
-    .with_retry_after(ceil_secs(rejection.retry_after).max(1))
+    .with_retry_after(ceil_secs(retry_after).max(1))
     .into_response(request_id)
 }
 

@@ -23,6 +23,7 @@ use tower_governor::{
 
 use crate::{
     cluster::{OnFailure, SubjectVerdict},
+    pacing::{ceil_secs, limiter_unavailable},
     RedisLimits,
 };
 
@@ -382,27 +383,18 @@ where
             }
             OnFailure::Closed => {
                 // The outage itself is logged once by the limiter.
-                return Ok(GatewayError::new(
-                    ErrorCode::LimiterUnavailable,
-                    "the shared rate limiter is unreachable; try again shortly",
-                )
-                .with_retry_after(1)
-                .into_response(&request_id()));
+                return Ok(limiter_unavailable(Duration::from_secs(1), &request_id()));
             }
         },
     };
     match wait {
         None => inner.call(request).await,
-        // Whole seconds rounded up: a client that waits this long is not early.
-        Some(wait) => {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            Ok(too_many(
-                &request_id(),
-                Some(&key.subject),
-                secs.max(1),
-                burst,
-            ))
-        }
+        Some(wait) => Ok(too_many(
+            &request_id(),
+            Some(&key.subject),
+            ceil_secs(wait).max(1),
+            burst,
+        )),
     }
 }
 
