@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 use odgw_cache::ResponseCache;
+use odgw_core::SecretString;
 use odgw_keystore::{
     CachedKeyStore, Change, ChangeFeed, KeyStore, MasterKey, PgKeyStore, PgSettings, SledKeyStore,
 };
@@ -32,22 +33,28 @@ pub struct OpenedStore {
     pub changes: Option<ChangeFeed>,
 }
 
-/// Opens the configured key store and checks the master key against it;
-/// with `watch_changes`, also starts following what other replicas change
-/// (a gateway does; a one-off CLI command does not). Every error names what
-/// to fix; none contains a secret or the database URL.
-pub async fn open_store(
-    config: &Config,
-    env: &dyn Env,
-    watch_changes: bool,
-) -> anyhow::Result<OpenedStore> {
-    let master = config::read_secret(
+/// The master key's text (base64), from `store.master_key_file` or
+/// `ODGW_MASTER_KEY`.
+pub fn read_master_key(config: &Config, env: &dyn Env) -> anyhow::Result<SecretString> {
+    config::read_secret(
         config.store.master_key_file.as_deref(),
         config::ENV_MASTER_KEY,
         env,
     )
-    .context("master key")?;
-    let master = MasterKey::from_base64(&master).context("master key")?;
+    .context("master key")
+}
+
+/// Opens the configured key store and checks `master` (the master key's
+/// text) against it; with `watch_changes`, also starts following what other
+/// replicas change (a gateway does; a one-off CLI command does not). Every
+/// error names what to fix; none contains a secret or the database URL.
+pub async fn open_store(
+    config: &Config,
+    env: &dyn Env,
+    master: &SecretString,
+    watch_changes: bool,
+) -> anyhow::Result<OpenedStore> {
+    let master = MasterKey::from_base64(master).context("master key")?;
     match config.store.backend {
         StoreBackend::Sled => {
             let path = config.store.path.clone();

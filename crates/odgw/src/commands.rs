@@ -120,7 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn store(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<()> {
     // Only [store] and [postgres] matter here; the rest need not validate.
     let config = Config::parse(cli.config.as_deref(), &ProcessEnv)?;
-    let store = backends::open_store(&config, &ProcessEnv, false)
+    let master = backends::read_master_key(&config, &ProcessEnv)?;
+    let store = backends::open_store(&config, &ProcessEnv, &master, false)
         .await?
         .store;
     match cmd {
@@ -304,14 +305,20 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
             ttl: Duration::from_secs(12 * 3600),
         },
     )?;
+    let admin_addr = admin.local_addr()?;
+    let console = gateway
+        .console
+        .dev_login_link(&format!("http://{admin_addr}"))
+        .context("cannot make a console login link")?;
     println!(
         "{}",
         dev_banner(
             data.local_addr()?,
-            admin.local_addr()?,
+            admin_addr,
             &upstream,
             &dir,
-            &jwt
+            &jwt,
+            &console
         )
     );
     gateway.serve(data, admin, shutdown_signal()).await
@@ -323,6 +330,7 @@ fn dev_banner(
     upstream: &str,
     dir: &DevDir,
     jwt: &str,
+    console: &str,
 ) -> String {
     let token_file = dir.admin_token().display().to_string();
     let demo = dev::DEMO_TENANT;
@@ -343,6 +351,10 @@ Try:
   curl -s -H \"Authorization: Bearer $TOKEN\" http://{data}/api/v1/patients/11
   curl -s -i -H \"Authorization: Bearer $TOKEN\" 'http://{data}/api/v1/preferences?PrefName=ProgramVersion'
   ODGW_ADMIN_TOKEN=$(cat {token_file}) cargo run --release -- --admin-url http://{admin} tenant list
+
+Audit review console (one-time sign-in link, valid 15 minutes):
+
+  {console}
 "
     )
 }
@@ -353,6 +365,9 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         config::ENV_DEVELOPER_KEY,
         config::ENV_ADMIN_TOKEN,
         config::ENV_MASTER_KEY,
+        config::ENV_POSTGRES_URL,
+        config::ENV_REDIS_URL,
+        config::ENV_CONSOLE_CLIENT_SECRET,
     ]
     .into_iter()
     .filter(|name| std::env::var_os(name).is_some())

@@ -29,6 +29,8 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// Shared pacing budgets of a cluster (`limits.backend = "redis"`).
     pub redis: RedisConfig,
+    /// The audit review console on the admin listener (`/console/`).
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +259,42 @@ impl Default for RedisConfig {
     }
 }
 
+/// `[console]`: sign-in to the audit review console through an OpenID
+/// Connect provider. Without `issuer`, only `serve --dev` links sign in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// The provider's issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// File holding the client secret; or env `ODGW_CONSOLE_CLIENT_SECRET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends the browser back, ending in
+    /// `/console/callback`; default: derived from the request's Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// The scope a reviewer must be granted.
+    pub reviewer_scope: String,
+    /// How long a reviewer stays signed in.
+    pub session_ttl: HumanDuration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: None,
+            client_secret_file: None,
+            redirect_url: None,
+            reviewer_scope: "odgw:audit".into(),
+            session_ttl: secs(8 * 3600),
+        }
+    }
+}
+
 /// The host name, for `server.node_id`'s default.
 fn host_name() -> String {
     let name = rustix::system::uname();
@@ -456,6 +494,7 @@ pub const ENV_ADMIN_TOKEN: &str = "ODGW_ADMIN_TOKEN";
 pub const ENV_MASTER_KEY: &str = "ODGW_MASTER_KEY";
 pub const ENV_POSTGRES_URL: &str = "ODGW_POSTGRES_URL";
 pub const ENV_REDIS_URL: &str = "ODGW_REDIS_URL";
+pub const ENV_CONSOLE_CLIENT_SECRET: &str = "ODGW_CONSOLE_CLIENT_SECRET";
 
 impl Config {
     /// Reads `path` (or nothing: all defaults), applies env overrides, and
@@ -548,6 +587,7 @@ impl Config {
             &mut p,
         );
         self.validate_cluster(env, &mut p);
+        self.validate_console(env, &mut p);
         if self.auth.tenant_claim.trim().is_empty() {
             p.push("auth.tenant_claim: must not be empty".into());
         }
@@ -598,6 +638,43 @@ impl Config {
 }
 
 impl Config {
+    /// `[console]`: a complete OpenID client when `issuer` is set.
+    fn validate_console(&self, env: &dyn Env, p: &mut Vec<String>) {
+        let c = &self.console;
+        if c.reviewer_scope.is_empty() || c.reviewer_scope.contains(char::is_whitespace) {
+            p.push("console.reviewer_scope: must be one scope, without spaces".into());
+        }
+        if c.session_ttl.0.is_zero() || c.session_ttl.0 > std::time::Duration::from_secs(24 * 3600)
+        {
+            p.push("console.session_ttl: must be more than zero and at most 24h".into());
+        }
+        if let Some(url) = &c.redirect_url {
+            check_base_url("console.redirect_url", url, p);
+            if !url.ends_with("/console/callback") {
+                p.push("console.redirect_url: must end with /console/callback".into());
+            }
+        }
+        let Some(issuer) = &c.issuer else {
+            if c.client_id.is_some() || c.client_secret_file.is_some() || c.redirect_url.is_some() {
+                p.push(
+                    "console.issuer: required when any other [console] sign-in key is set".into(),
+                );
+            }
+            return;
+        };
+        check_base_url("console.issuer", issuer, p);
+        if c.client_id.as_deref().is_none_or(str::is_empty) {
+            p.push("console.client_id: required with console.issuer".into());
+        }
+        check_secret_source(
+            "console.client_secret_file",
+            c.client_secret_file.as_deref(),
+            ENV_CONSOLE_CLIENT_SECRET,
+            env,
+            p,
+        );
+    }
+
     /// `server.node_id`, the shared backends and their secrets.
     fn validate_cluster(&self, env: &dyn Env, p: &mut Vec<String>) {
         let node = &self.server.node_id;
@@ -713,6 +790,14 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "poll_interval",
         ],
         "redis" => &["url_file", "key_prefix", "on_failure", "timeout"],
+        "console" => &[
+            "issuer",
+            "client_id",
+            "client_secret_file",
+            "redirect_url",
+            "reviewer_scope",
+            "session_ttl",
+        ],
         _ => return None,
     })
 }
@@ -816,7 +901,7 @@ fn check_value(section: &str, key: &str, path: &str, value: &Value, problems: &m
         (
             _,
             "shutdown_grace" | "connect_timeout" | "timeout" | "leeway" | "max_lifetime"
-            | "queue_timeout" | "ttl" | "write_timeout" | "poll_interval",
+            | "queue_timeout" | "ttl" | "write_timeout" | "poll_interval" | "session_ttl",
         ) => is::<HumanDuration>(path, value, problems),
         _ => is::<String>(path, value, problems),
     }

@@ -49,6 +49,7 @@ use arc_swap::ArcSwap;
 use odgw_audit::{AuditLayer, AuditSettings, AuditSink, FileAuditLog, IntentLayer};
 use odgw_auth::{AuthLayer, AuthSettings, Authenticator, IssuerSettings, KeySource};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
+use odgw_console::{oidc::OidcSettings, session::CookieKey, Console, ConsoleSettings};
 use odgw_core::{Request, Response, SecretString, TenantId};
 use odgw_keystore::{CachedKeyStore, ChangeFeed, KeyStore, TenantDefaults};
 use odgw_limit::{
@@ -92,6 +93,8 @@ pub struct Gateway {
     pub audit: Arc<FileAuditLog>,
     pub upstream: UpstreamClient,
     pub metrics: Metrics,
+    /// The audit review console (`/console/` on the admin listener).
+    pub console: Console,
     shared: Arc<Shared>,
     limits: ConnectionLimits,
     admin_token: SecretString,
@@ -226,7 +229,8 @@ impl Gateway {
     pub async fn build(config: Config, env: &dyn Env) -> anyhow::Result<Self> {
         odgw_auth::install_crypto_providers();
 
-        let opened = backends::open_store(&config, env, true).await?;
+        let master = backends::read_master_key(&config, env)?;
+        let opened = backends::open_store(&config, env, &master, true).await?;
         // One cached view shared by the data plane and the admin API, so
         // every admin write drops the decrypted record it replaces (and the
         // change feed, every record another replica replaced).
@@ -283,6 +287,7 @@ impl Gateway {
             metrics: metrics.clone(),
             developer_key,
         };
+        let console = build_console(&config, env, &master, audit.clone())?;
         let runtime = Runtime::build(&core, config.clone(), None).await?;
         let runtime = Arc::new(ArcSwap::from_pointee(runtime));
         let shared = Arc::new(Shared {
@@ -312,6 +317,7 @@ impl Gateway {
             audit,
             upstream,
             metrics,
+            console,
             shared,
             limits: ConnectionLimits::default(),
             admin_token,
@@ -385,7 +391,7 @@ impl Gateway {
         };
         let metrics = self.metrics.clone();
         let runtime = self.shared.runtime.clone();
-        odgw_admin::router(AdminParts {
+        let admin = odgw_admin::router(AdminParts {
             store: self.store.clone(),
             cache: Arc::new(move || runtime.load().cache.clone()),
             audit: self.audit.clone(),
@@ -399,7 +405,8 @@ impl Gateway {
             readiness: Arc::new(readiness),
             metrics: Arc::new(move || metrics.render()),
             reload: Arc::new(self.reloader()),
-        })
+        });
+        admin.merge(self.console.router())
     }
 
     /// Serves both listeners until `shutdown` resolves, then drains in-flight
@@ -783,6 +790,41 @@ fn load_cert(
     files
         .map(|(cert, key)| tls::load_certified_key(cert, key))
         .transpose()
+}
+
+/// The console, signing in through `[console]`'s provider when one is
+/// configured. Its cookies are sealed under a key derived from the master
+/// key, so every replica accepts every replica's sessions.
+fn build_console(
+    config: &Config,
+    env: &dyn Env,
+    master: &SecretString,
+    audit: Arc<dyn AuditSink>,
+) -> anyhow::Result<Console> {
+    let c = &config.console;
+    let oidc = match &c.issuer {
+        Some(issuer) => Some(OidcSettings {
+            issuer: issuer.clone(),
+            client_id: c.client_id.clone().unwrap_or_default(),
+            client_secret: config::read_secret(
+                c.client_secret_file.as_deref(),
+                config::ENV_CONSOLE_CLIENT_SECRET,
+                env,
+            )
+            .context("console client secret")?,
+            redirect_url: c.redirect_url.clone(),
+        }),
+        None => None,
+    };
+    Ok(Console::new(ConsoleSettings {
+        oidc,
+        reviewer_scope: c.reviewer_scope.clone(),
+        session_ttl: c.session_ttl.0,
+        secure_cookies: config.server.admin_tls().is_some(),
+        cookie_key: CookieKey::derive(master)?,
+        audit_dir: config.audit.path.clone(),
+        audit,
+    })?)
 }
 
 fn pacing_settings(c: &Config) -> PacingSettings {
