@@ -44,11 +44,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn deploy(rel: &str) -> PathBuf {
+pub(crate) fn deploy(rel: &str) -> PathBuf {
     repo().join("deploy").join(rel)
 }
 
-fn read(rel: &str) -> String {
+pub(crate) fn read(rel: &str) -> String {
     let path = deploy(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -58,7 +58,7 @@ fn no_env() -> BTreeMap<String, String> {
 }
 
 /// Secrets supplied the way the Kubernetes Deployment supplies them.
-fn secret_env() -> BTreeMap<String, String> {
+pub(crate) fn secret_env() -> BTreeMap<String, String> {
     [
         (
             ENV_MASTER_KEY,
@@ -72,28 +72,28 @@ fn secret_env() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn parse_config(rel: &str) -> Config {
+pub(crate) fn parse_config(rel: &str) -> Config {
     Config::parse(Some(&deploy(rel)), &no_env())
         .unwrap_or_else(|e| panic!("deploy/{rel} does not parse: {e}"))
 }
 
-fn yaml_docs(rel: &str) -> Vec<Value> {
+pub(crate) fn yaml_docs(rel: &str) -> Vec<Value> {
     yaml::parse(&read(rel)).unwrap_or_else(|e| panic!("deploy/{rel}: {e}"))
 }
 
-fn yaml_doc(rel: &str) -> Value {
+pub(crate) fn yaml_doc(rel: &str) -> Value {
     let mut docs = yaml_docs(rel);
     assert_eq!(docs.len(), 1, "deploy/{rel} should hold one document");
     docs.remove(0)
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("missing string at {pointer} in {v}"))
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not a list: {v}"))
         .iter()
@@ -105,11 +105,16 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Parses an argv (without the program name) with odgw's own CLI.
+pub(crate) fn odgw_cli(what: &str, args: &[String]) -> Cli {
+    Cli::try_parse_from(std::iter::once("odgw".to_owned()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("{what}: odgw rejects {args:?}: {e}"))
+}
+
 /// Parses an `odgw ...` argv with odgw's own CLI and checks it is
 /// `serve --config <config> --log-format json`.
 fn assert_serve_argv(what: &str, args: &[String], config: &str) {
-    let cli = Cli::try_parse_from(std::iter::once("odgw".to_owned()).chain(args.iter().cloned()))
-        .unwrap_or_else(|e| panic!("{what}: odgw rejects {args:?}: {e}"));
+    let cli = odgw_cli(what, args);
     match &cli.command {
         OdgwCommand::Serve(serve) => {
             assert!(!serve.dev, "{what}: production must not run --dev");
@@ -125,7 +130,7 @@ fn assert_serve_argv(what: &str, args: &[String], config: &str) {
 }
 
 /// Runs a program if it is installed: `None` when it is not.
-fn run_tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
+pub(crate) fn run_tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
     match Command::new(program).args(args).output() {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -136,7 +141,7 @@ fn run_tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
     }
 }
 
-fn output_text(out: &std::process::Output) -> String {
+pub(crate) fn output_text(out: &std::process::Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         out.status,

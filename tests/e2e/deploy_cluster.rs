@@ -16,13 +16,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
-use clap::Parser as _;
 use odgw::{
-    cli::{Cli, Command as OdgwCommand, LogFormat, StoreCommand},
+    cli::{Command as OdgwCommand, LogFormat, StoreCommand},
     config::{
         Config, LimitsBackend, StoreBackend, ENV_ADMIN_TOKEN, ENV_DEVELOPER_KEY, ENV_MASTER_KEY,
         ENV_POSTGRES_URL, ENV_REDIS_URL,
@@ -30,11 +28,14 @@ use odgw::{
 };
 use serde_json::{json, Value};
 
-use crate::deploy::yaml;
+use crate::deploy::{
+    deploy, odgw_cli, output_text, parse_config, read, run_tool, secret_env, str_at, strings, yaml,
+    yaml_doc, yaml_docs,
+};
 
-const CLUSTER_CONFIG: &str = "deploy/config/odgw.cluster.toml";
-const SINGLE_CONFIG: &str = "deploy/config/odgw.toml";
-const CLUSTER_DIR: &str = "deploy/kubernetes/cluster";
+const CLUSTER_CONFIG: &str = "config/odgw.cluster.toml";
+const SINGLE_CONFIG: &str = "config/odgw.toml";
+const CLUSTER_DIR: &str = "kubernetes/cluster";
 /// Files of the cluster directory that kustomize must not apply.
 const NOT_APPLIED: [&str; 2] = ["move-store.job.yaml", "secret.example.yaml"];
 /// Env vars that would carry a secret's value.
@@ -48,36 +49,8 @@ const SECRET_ENV: [&str; 5] = [
 
 // ---------------------------------------------------------------- reading
 
-/// A path relative to the repository root.
-fn at_repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-}
-
-fn text_of(rel: &str) -> String {
-    std::fs::read_to_string(at_repo(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-fn yaml_file(rel: &str) -> Vec<Value> {
-    yaml::parse(&text_of(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn only_doc(rel: &str) -> Value {
-    match <[Value; 1]>::try_from(yaml_file(rel)) {
-        Ok([doc]) => doc,
-        Err(docs) => panic!("{rel}: expected one document, found {}", docs.len()),
-    }
-}
-
 fn in_cluster(file: &str) -> String {
     format!("{CLUSTER_DIR}/{file}")
-}
-
-/// The config as written, shape-checked but without the file checks.
-fn config_at(rel: &str) -> Config {
-    Config::parse(Some(&at_repo(rel)), &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("{rel} does not parse: {e}"))
 }
 
 fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -87,26 +60,11 @@ fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The string at a JSON pointer; panics naming the pointer when absent.
-fn at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
-}
-
 fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
     v.pointer(pointer)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_else(|| panic!("no list at {pointer} in {v}"))
-}
-
-fn words(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|w| w.as_str().expect("a list of strings").to_owned())
-        .collect()
 }
 
 /// The resources kustomize applies, by kind.
@@ -118,20 +76,20 @@ struct Applied {
 
 impl Applied {
     fn load() -> Self {
-        let kustomization = only_doc(&in_cluster("kustomization.yaml"));
-        assert_eq!(at(&kustomization, "/kind"), "Kustomization");
-        let listed = words(&kustomization["resources"]);
+        let kustomization = yaml_doc(&in_cluster("kustomization.yaml"));
+        assert_eq!(str_at(&kustomization, "/kind"), "Kustomization");
+        let listed = strings(&kustomization["resources"]);
         let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for file in &listed {
-            for doc in yaml_file(&in_cluster(file)) {
+            for doc in yaml_docs(&in_cluster(file)) {
                 assert!(doc["apiVersion"].is_string(), "{file}: apiVersion");
-                at(&doc, "/metadata/name");
+                str_at(&doc, "/metadata/name");
                 assert!(
                     doc.pointer("/metadata/namespace").is_none(),
                     "{file}: the kustomization sets the namespace"
                 );
                 by_kind
-                    .entry(at(&doc, "/kind").to_owned())
+                    .entry(str_at(&doc, "/kind").to_owned())
                     .or_default()
                     .push(doc);
             }
@@ -177,7 +135,12 @@ fn container<'a>(spec: &'a Value, list: &str, name: &str) -> &'a Value {
 fn mounts(container: &Value) -> BTreeMap<String, String> {
     items(container, "/volumeMounts")
         .iter()
-        .map(|m| (at(m, "/mountPath").to_owned(), at(m, "/name").to_owned()))
+        .map(|m| {
+            (
+                str_at(m, "/mountPath").to_owned(),
+                str_at(m, "/name").to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -222,16 +185,20 @@ fn assert_hardened(what: &str, spec: &Value, containers: &[&Value]) {
     assert_eq!(pod["runAsNonRoot"], json!(true), "{what}");
     let uid = pod["runAsUser"].as_u64().expect("numeric runAsUser");
     assert_ne!(uid, 0, "{what}");
-    assert_eq!(at(pod, "/seccompProfile/type"), "RuntimeDefault", "{what}");
+    assert_eq!(
+        str_at(pod, "/seccompProfile/type"),
+        "RuntimeDefault",
+        "{what}"
+    );
     // The image's user: the single-node Deployment runs as it too.
-    let single = only_doc("deploy/kubernetes/deployment.yaml");
+    let single = yaml_doc("kubernetes/deployment.yaml");
     assert_eq!(
         pod_spec(&single)["securityContext"]["runAsUser"],
         json!(uid),
         "{what}"
     );
     for c in containers {
-        let name = at(c, "/name");
+        let name = str_at(c, "/name");
         let sc = &c["securityContext"];
         assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{what}/{name}");
         assert_eq!(
@@ -240,7 +207,11 @@ fn assert_hardened(what: &str, spec: &Value, containers: &[&Value]) {
             "{what}/{name}"
         );
         assert_ne!(sc["privileged"], json!(true), "{what}/{name}");
-        assert_eq!(words(&sc["capabilities"]["drop"]), ["ALL"], "{what}/{name}");
+        assert_eq!(
+            strings(&sc["capabilities"]["drop"]),
+            ["ALL"],
+            "{what}/{name}"
+        );
         assert!(
             c["resources"]["requests"]["cpu"].is_string(),
             "{what}/{name}: cpu request"
@@ -258,33 +229,6 @@ fn assert_hardened(what: &str, spec: &Value, containers: &[&Value]) {
             "{what}/{name}: image"
         );
     }
-}
-
-/// Parses an argv (without the program name) with odgw's own CLI.
-fn odgw_cli(what: &str, args: &[String]) -> Cli {
-    Cli::try_parse_from(std::iter::once("odgw".to_owned()).chain(args.iter().cloned()))
-        .unwrap_or_else(|e| panic!("{what}: odgw rejects {args:?}: {e}"))
-}
-
-/// Runs a program if it is installed: `None` (with a note) when it is not.
-fn installed(program: &str, args: &[&str]) -> Option<std::process::Output> {
-    match Command::new(program).args(args).output() {
-        Ok(out) => Some(out),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("note: {program} is not installed; skipping that external check");
-            None
-        }
-        Err(e) => panic!("cannot run {program}: {e}"),
-    }
-}
-
-fn report(out: &std::process::Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Every secret file the cluster config names, by config key.
@@ -306,14 +250,14 @@ fn secret_files(c: &Config) -> BTreeMap<&'static str, PathBuf> {
 
 /// The example Secret: its name and its keys.
 fn example_secret() -> (String, BTreeSet<String>) {
-    let s = only_doc(&in_cluster("secret.example.yaml"));
+    let s = yaml_doc(&in_cluster("secret.example.yaml"));
     let keys = s["stringData"]
         .as_object()
         .expect("stringData")
         .keys()
         .cloned()
         .collect();
-    (at(&s, "/metadata/name").to_owned(), keys)
+    (str_at(&s, "/metadata/name").to_owned(), keys)
 }
 
 /// The Secret key behind `file` as `container` sees it: the mount holding
@@ -327,8 +271,8 @@ fn secret_key_of(spec: &Value, container: &Value, file: &Path, secret: &str) -> 
         .unwrap_or_else(|| panic!("nothing is mounted at {dir} (for {})", file.display()));
     assert_eq!(mount["readOnly"], json!(true), "{dir} is mounted read-only");
     assert!(mount.get("subPath").is_none(), "{dir}: no subPath");
-    let v = volume(spec, at(mount, "/name"));
-    assert_eq!(at(v, "/secret/secretName"), secret, "volume at {dir}");
+    let v = volume(spec, str_at(mount, "/name"));
+    assert_eq!(str_at(v, "/secret/secretName"), secret, "volume at {dir}");
     let mode = v["secret"]["defaultMode"]
         .as_u64()
         .expect("an explicit defaultMode");
@@ -336,7 +280,7 @@ fn secret_key_of(spec: &Value, container: &Value, file: &Path, secret: &str) -> 
     match v["secret"].get("items") {
         // Without items, every key is a file named as the key.
         None => name.to_owned(),
-        Some(list) => at(
+        Some(list) => str_at(
             list.as_array()
                 .unwrap()
                 .iter()
@@ -352,7 +296,7 @@ fn secret_key_of(spec: &Value, container: &Value, file: &Path, secret: &str) -> 
 
 #[test]
 fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_redis() {
-    let c = config_at(CLUSTER_CONFIG);
+    let c = parse_config(CLUSTER_CONFIG);
     assert_eq!(c.store.backend, StoreBackend::Postgres);
     assert_eq!(c.limits.backend, LimitsBackend::Redis);
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
@@ -364,7 +308,7 @@ fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_r
         c.audit.path
     );
     // node_id comes from each pod, never from the shared file.
-    let table: toml::Table = text_of(CLUSTER_CONFIG).parse().unwrap();
+    let table: toml::Table = read(CLUSTER_CONFIG).parse().unwrap();
     assert!(
         table["server"].get("node_id").is_none(),
         "server.node_id must differ per replica: set it by env, not in the file"
@@ -393,7 +337,7 @@ fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_r
         );
     }
     let volume = volume_at(spec, odgw, &dir).expect("the secret directory is mounted");
-    assert_eq!(at(volume, "/secret/secretName"), secret);
+    assert_eq!(str_at(volume, "/secret/secretName"), secret);
 
     let tmp = tempfile::tempdir().unwrap();
     let mounted = tmp.path().join(dir.trim_start_matches('/'));
@@ -407,8 +351,8 @@ fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_r
         std::fs::write(mounted.join(key), value).unwrap();
     }
     let text =
-        text_of(CLUSTER_CONFIG).replace(&format!("\"{dir}/"), &format!("\"{}/", mounted.display()));
-    let pod = format!("{}-0", at(sts, "/metadata/name"));
+        read(CLUSTER_CONFIG).replace(&format!("\"{dir}/"), &format!("\"{}/", mounted.display()));
+    let pod = format!("{}-0", str_at(sts, "/metadata/name"));
     let node_env = env_of(&[("ODGW_SERVER__NODE_ID", &pod)]);
     let loaded = Config::from_toml_str(&text, &node_env)
         .unwrap_or_else(|e| panic!("{CLUSTER_CONFIG} under the mounted Secret: {e}"));
@@ -432,8 +376,8 @@ fn cluster_config_loads_with_the_mounted_secret_files_and_selects_postgres_and_r
 
 #[test]
 fn cluster_config_differs_from_the_single_node_one_only_in_cluster_settings() {
-    let single = config_at(SINGLE_CONFIG);
-    let cluster = config_at(CLUSTER_CONFIG);
+    let single = parse_config(SINGLE_CONFIG);
+    let cluster = parse_config(CLUSTER_CONFIG);
     let as_json = |c: &Config| serde_json::to_value(c).unwrap();
     let (mut a, mut b) = (as_json(&single), as_json(&cluster));
     // What a cluster changes: the backends, where secrets are read from, and
@@ -463,12 +407,12 @@ fn every_replica_name_is_a_valid_node_id() {
     let applied = Applied::load();
     let sts = applied.statefulset();
     let replicas = sts["spec"]["replicas"].as_u64().unwrap();
-    let name = at(sts, "/metadata/name");
+    let name = str_at(sts, "/metadata/name");
     let env = secrets_as_env();
     for n in 0..replicas {
         let pod = format!("{name}-{n}");
         let c = Config::parse(
-            Some(&at_repo(CLUSTER_CONFIG)),
+            Some(&deploy(CLUSTER_CONFIG)),
             &env_of(&[("ODGW_SERVER__NODE_ID", &pod)]),
         )
         .unwrap();
@@ -478,18 +422,15 @@ fn every_replica_name_is_a_valid_node_id() {
     }
 }
 
-/// Every secret as an env var, for validating without the files.
+/// Every secret as an env var, for validating without the files: the
+/// single-node deploy's, plus the two URLs a cluster adds.
 fn secrets_as_env() -> BTreeMap<String, String> {
-    env_of(&[
-        (
-            ENV_MASTER_KEY,
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        ),
-        (ENV_ADMIN_TOKEN, "t"),
-        (ENV_DEVELOPER_KEY, "d"),
+    let mut env = secret_env();
+    env.extend(env_of(&[
         (ENV_POSTGRES_URL, "postgres://db/odgw"),
         (ENV_REDIS_URL, "redis://cache"),
-    ])
+    ]));
+    env
 }
 
 // ---------------------------------------------------------------- kustomization
@@ -497,7 +438,7 @@ fn secrets_as_env() -> BTreeMap<String, String> {
 #[test]
 fn kustomization_applies_every_manifest_but_the_example_secret_and_the_move_job() {
     let applied = Applied::load();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(at_repo(CLUSTER_DIR))
+    let on_disk: BTreeSet<String> = std::fs::read_dir(deploy(CLUSTER_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
@@ -539,10 +480,10 @@ fn kustomization_applies_every_manifest_but_the_example_secret_and_the_move_job(
     // The single-node deploy's namespace, declared the same way.
     let ns = applied.one("Namespace");
     assert_eq!(
-        at(&applied.kustomization, "/namespace"),
-        at(ns, "/metadata/name")
+        str_at(&applied.kustomization, "/namespace"),
+        str_at(ns, "/metadata/name")
     );
-    let single = only_doc("deploy/kubernetes/namespace.yaml");
+    let single = yaml_doc("kubernetes/namespace.yaml");
     assert_eq!(ns, &single, "the namespace matches the single-node one");
 }
 
@@ -551,13 +492,16 @@ fn configmap_carries_the_cluster_config_verbatim() {
     let applied = Applied::load();
     let cm = applied.one("ConfigMap");
     assert_eq!(
-        at(cm, "/data/odgw.toml"),
-        text_of(CLUSTER_CONFIG),
+        str_at(cm, "/data/odgw.toml"),
+        read(CLUSTER_CONFIG),
         "configmap.yaml must embed {CLUSTER_CONFIG} exactly"
     );
     // Its own name: the single-node ConfigMap may be in the namespace too.
-    let single = only_doc("deploy/kubernetes/configmap.yaml");
-    assert_ne!(at(cm, "/metadata/name"), at(&single, "/metadata/name"));
+    let single = yaml_doc("kubernetes/configmap.yaml");
+    assert_ne!(
+        str_at(cm, "/metadata/name"),
+        str_at(&single, "/metadata/name")
+    );
 }
 
 // ---------------------------------------------------------------- StatefulSet
@@ -566,12 +510,12 @@ fn configmap_carries_the_cluster_config_verbatim() {
 fn statefulset_runs_three_hardened_replicas_probed_on_the_admin_port() {
     let applied = Applied::load();
     let sts = applied.statefulset();
-    let config = config_at(CLUSTER_CONFIG);
+    let config = parse_config(CLUSTER_CONFIG);
     assert_eq!(sts["spec"]["replicas"], json!(3));
     let labels = sts.pointer("/spec/template/metadata/labels").unwrap();
     assert!(selects(&sts["spec"]["selector"], labels), "selector");
     assert_eq!(
-        at(sts, "/spec/updateStrategy/type"),
+        str_at(sts, "/spec/updateStrategy/type"),
         "RollingUpdate",
         "replicas are replaced one at a time"
     );
@@ -582,15 +526,15 @@ fn statefulset_runs_three_hardened_replicas_probed_on_the_admin_port() {
     assert_hardened("StatefulSet", spec, &[odgw]);
 
     // Starts odgw serve with the ConfigMap's file.
-    let cli = odgw_cli("StatefulSet args", &words(&odgw["args"]));
+    let cli = odgw_cli("StatefulSet args", &strings(&odgw["args"]));
     assert!(matches!(&cli.command, OdgwCommand::Serve(s) if !s.dev));
     assert_eq!(cli.log_format, LogFormat::Json);
     let config_path = cli.config.expect("--config");
     let dir = config_path.parent().unwrap().to_str().unwrap();
     let cm = volume_at(spec, odgw, dir).expect("the config directory is mounted");
     assert_eq!(
-        at(cm, "/configMap/name"),
-        at(applied.one("ConfigMap"), "/metadata/name")
+        str_at(cm, "/configMap/name"),
+        str_at(applied.one("ConfigMap"), "/metadata/name")
     );
     let key = config_path.file_name().unwrap().to_str().unwrap();
     assert!(
@@ -607,7 +551,11 @@ fn statefulset_runs_three_hardened_replicas_probed_on_the_admin_port() {
         ("livenessProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
     ] {
-        assert_eq!(at(odgw, &format!("/{probe}/httpGet/path")), path, "{probe}");
+        assert_eq!(
+            str_at(odgw, &format!("/{probe}/httpGet/path")),
+            path,
+            "{probe}"
+        );
         assert_eq!(
             port_number(odgw, &odgw[probe]["httpGet"]["port"]),
             u64::from(config.server.admin_listen.port()),
@@ -639,7 +587,7 @@ fn statefulset_runs_three_hardened_replicas_probed_on_the_admin_port() {
         .pointer("/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution")
         .is_none());
     let term = &terms[0]["podAffinityTerm"];
-    assert_eq!(at(term, "/topologyKey"), "kubernetes.io/hostname");
+    assert_eq!(str_at(term, "/topologyKey"), "kubernetes.io/hostname");
     assert!(
         selects(&term["labelSelector"], labels),
         "anti-affinity selects the replicas"
@@ -660,7 +608,7 @@ fn statefulset_mounts_every_secret_file_the_config_names_and_sets_the_node_id() 
     let sts = applied.statefulset();
     let spec = pod_spec(sts);
     let odgw = container(spec, "containers", "odgw");
-    let config = config_at(CLUSTER_CONFIG);
+    let config = parse_config(CLUSTER_CONFIG);
     let (secret, keys) = example_secret();
 
     let mut used = BTreeSet::new();
@@ -677,7 +625,7 @@ fn statefulset_mounts_every_secret_file_the_config_names_and_sets_the_node_id() 
     // The environment holds no secret: only the node id, from the pod name.
     let env = items(odgw, "/env");
     for e in env {
-        let name = at(e, "/name");
+        let name = str_at(e, "/name");
         assert!(
             !SECRET_ENV.contains(&name),
             "{name}: secrets come from files"
@@ -691,18 +639,21 @@ fn statefulset_mounts_every_secret_file_the_config_names_and_sets_the_node_id() 
         .iter()
         .find(|e| e["name"] == json!("ODGW_SERVER__NODE_ID"))
         .expect("ODGW_SERVER__NODE_ID");
-    assert_eq!(at(node, "/valueFrom/fieldRef/fieldPath"), "metadata.name");
+    assert_eq!(
+        str_at(node, "/valueFrom/fieldRef/fieldPath"),
+        "metadata.name"
+    );
     assert!(node.get("value").is_none());
 
     // Every ODGW_*__* variable is a real config key.
     let overrides: BTreeMap<String, String> = env
         .iter()
-        .map(|e| at(e, "/name"))
+        .map(|e| str_at(e, "/name"))
         .filter(|n| n.starts_with("ODGW_") && n.contains("__"))
         .map(|n| (n.to_owned(), "odgw-0".to_owned()))
         .collect();
     assert!(!overrides.is_empty());
-    let c = Config::parse(Some(&at_repo(CLUSTER_CONFIG)), &overrides)
+    let c = Config::parse(Some(&deploy(CLUSTER_CONFIG)), &overrides)
         .unwrap_or_else(|e| panic!("StatefulSet env overrides: {e}"));
     assert_eq!(c.server.node_id, "odgw-0");
 }
@@ -713,7 +664,7 @@ fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
     let sts = applied.statefulset();
     let spec = pod_spec(sts);
     let odgw = container(spec, "containers", "odgw");
-    let config = config_at(CLUSTER_CONFIG);
+    let config = parse_config(CLUSTER_CONFIG);
 
     let templates = items(sts, "/spec/volumeClaimTemplates");
     assert_eq!(
@@ -722,8 +673,8 @@ fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
         "one volume per replica: its audit trail"
     );
     let claim = &templates[0];
-    let claim_name = at(claim, "/metadata/name");
-    let modes = words(&claim["spec"]["accessModes"]);
+    let claim_name = str_at(claim, "/metadata/name");
+    let modes = strings(&claim["spec"]["accessModes"]);
     assert!(
         modes
             .iter()
@@ -746,7 +697,7 @@ fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
         config.audit.path
     );
     for v in items(spec, "/volumes") {
-        assert_ne!(at(v, "/name"), claim_name);
+        assert_ne!(str_at(v, "/name"), claim_name);
         assert!(
             v.get("persistentVolumeClaim").is_none(),
             "no volume is shared between replicas: {v}"
@@ -762,7 +713,7 @@ fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
     // Scaling down or deleting keeps the trails.
     for when in ["whenDeleted", "whenScaled"] {
         assert_eq!(
-            at(
+            str_at(
                 sts,
                 &format!("/spec/persistentVolumeClaimRetentionPolicy/{when}")
             ),
@@ -797,15 +748,19 @@ fn services_and_the_disruption_budget_select_the_replicas_and_only_them() {
     let replicas = sts["spec"]["replicas"].as_u64().unwrap();
     // Pods that must never get cluster traffic: the single-node gateway
     // (its own sled store) and the one-off move Job.
-    let single = only_doc("deploy/kubernetes/deployment.yaml");
+    let single = yaml_doc("kubernetes/deployment.yaml");
     let single_labels = single.pointer("/spec/template/metadata/labels").unwrap();
-    let job = only_doc(&in_cluster("move-store.job.yaml"));
+    let job = yaml_doc(&in_cluster("move-store.job.yaml"));
     let job_labels = job.pointer("/spec/template/metadata/labels").unwrap();
 
     let mut by_name = BTreeMap::new();
     for s in applied.all("Service") {
-        let name = at(s, "/metadata/name");
-        assert_eq!(at(s, "/spec/type"), "ClusterIP", "{name}: never exposed");
+        let name = str_at(s, "/metadata/name");
+        assert_eq!(
+            str_at(s, "/spec/type"),
+            "ClusterIP",
+            "{name}: never exposed"
+        );
         let selector = &s["spec"]["selector"];
         assert!(selects(selector, labels), "{name} selects the replicas");
         assert!(
@@ -822,7 +777,7 @@ fn services_and_the_disruption_budget_select_the_replicas_and_only_them() {
         port_number(odgw, target);
         by_name.insert(
             name.to_owned(),
-            (s, at(&ports[0], "/targetPort").to_owned()),
+            (s, str_at(&ports[0], "/targetPort").to_owned()),
         );
     }
     // Data plane over every replica, under the single-node Service's name.
@@ -842,7 +797,7 @@ fn services_and_the_disruption_budget_select_the_replicas_and_only_them() {
     assert!(by_name.values().all(|(_, t)| t == "http" || t == "admin"));
     // The StatefulSet's governing Service is headless, admin port only, and
     // lists replicas that are not ready so they can be inspected.
-    let (governing, target) = &by_name[at(sts, "/spec/serviceName")];
+    let (governing, target) = &by_name[str_at(sts, "/spec/serviceName")];
     assert_eq!(governing["spec"]["clusterIP"], json!("None"));
     assert_eq!(governing["spec"]["publishNotReadyAddresses"], json!(true));
     assert_eq!(target, "admin");
@@ -861,8 +816,8 @@ fn services_and_the_disruption_budget_select_the_replicas_and_only_them() {
 
 #[test]
 fn example_secret_holds_only_placeholders() {
-    let s = only_doc(&in_cluster("secret.example.yaml"));
-    assert_eq!(at(&s, "/kind"), "Secret");
+    let s = yaml_doc(&in_cluster("secret.example.yaml"));
+    assert_eq!(str_at(&s, "/kind"), "Secret");
     assert!(s.get("data").is_none(), "placeholders go in stringData");
     let values = s["stringData"].as_object().unwrap();
     let keys: Vec<&str> = values.keys().map(String::as_str).collect();
@@ -898,17 +853,17 @@ fn example_secret_holds_only_placeholders() {
 
 #[test]
 fn move_store_job_exports_the_single_node_store_and_imports_with_the_cluster_config() {
-    let job = only_doc(&in_cluster("move-store.job.yaml"));
-    assert_eq!(at(&job, "/kind"), "Job");
+    let job = yaml_doc(&in_cluster("move-store.job.yaml"));
+    assert_eq!(str_at(&job, "/kind"), "Job");
     assert_eq!(job["spec"]["backoffLimit"], json!(0), "no automatic retry");
     let spec = pod_spec(&job);
-    assert_eq!(at(spec, "/restartPolicy"), "Never");
+    assert_eq!(str_at(spec, "/restartPolicy"), "Never");
     let export = container(spec, "initContainers", "export");
     let import = container(spec, "containers", "import");
     assert_hardened("move-store Job", spec, &[export, import]);
 
     // 1. Export: the single-node config, volume and master key.
-    let cli = odgw_cli("export", &words(&export["args"]));
+    let cli = odgw_cli("export", &strings(&export["args"]));
     let OdgwCommand::Store(StoreCommand::Export {
         output: Some(output),
     }) = &cli.command
@@ -916,48 +871,51 @@ fn move_store_job_exports_the_single_node_store_and_imports_with_the_cluster_con
         panic!("the init container must run `store export --output FILE`");
     };
     let export_config = cli.config.clone().expect("--config");
-    let single_cm = only_doc("deploy/kubernetes/configmap.yaml");
+    let single_cm = yaml_doc("kubernetes/configmap.yaml");
     let cm = volume_at(
         spec,
         export,
         export_config.parent().unwrap().to_str().unwrap(),
     )
     .expect("the export's config directory is mounted");
-    assert_eq!(at(cm, "/configMap/name"), at(&single_cm, "/metadata/name"));
-    let single = config_at(SINGLE_CONFIG);
+    assert_eq!(
+        str_at(cm, "/configMap/name"),
+        str_at(&single_cm, "/metadata/name")
+    );
+    let single = parse_config(SINGLE_CONFIG);
     assert_eq!(single.store.backend, StoreBackend::Sled);
-    let pvc = only_doc("deploy/kubernetes/pvc.yaml");
+    let pvc = yaml_doc("kubernetes/pvc.yaml");
     let (data_mount, data_volume) = mounts(export)
         .into_iter()
         .find(|(_, name)| volume(spec, name).get("persistentVolumeClaim").is_some())
         .expect("the single-node volume is mounted");
     assert_eq!(
-        at(
+        str_at(
             volume(spec, &data_volume),
             "/persistentVolumeClaim/claimName"
         ),
-        at(&pvc, "/metadata/name")
+        str_at(&pvc, "/metadata/name")
     );
     assert!(
         single.store.path.starts_with(&data_mount),
         "store.path {:?} is not on the volume mounted at {data_mount}",
         single.store.path
     );
-    let single_secret = only_doc("deploy/kubernetes/secret.example.yaml");
+    let single_secret = yaml_doc("kubernetes/secret.example.yaml");
     let master = items(export, "/env")
         .iter()
         .find(|e| e["name"] == json!(ENV_MASTER_KEY))
         .expect("the single node's master key");
     assert_eq!(
-        at(master, "/valueFrom/secretKeyRef/name"),
-        at(&single_secret, "/metadata/name")
+        str_at(master, "/valueFrom/secretKeyRef/name"),
+        str_at(&single_secret, "/metadata/name")
     );
     assert!(single_secret["stringData"]
-        .get(at(master, "/valueFrom/secretKeyRef/key"))
+        .get(str_at(master, "/valueFrom/secretKeyRef/key"))
         .is_some());
 
     // 2. Import: the cluster config and Secret, the file the export wrote.
-    let cli = odgw_cli("import", &words(&import["args"]));
+    let cli = odgw_cli("import", &strings(&import["args"]));
     let OdgwCommand::Store(StoreCommand::Import { file }) = &cli.command else {
         panic!("the container must run `store import FILE`");
     };
@@ -975,14 +933,14 @@ fn move_store_job_exports_the_single_node_store_and_imports_with_the_cluster_con
     .expect("the import's config directory is mounted");
     let applied = Applied::load();
     assert_eq!(
-        at(cm, "/configMap/name"),
-        at(applied.one("ConfigMap"), "/metadata/name")
+        str_at(cm, "/configMap/name"),
+        str_at(applied.one("ConfigMap"), "/metadata/name")
     );
     assert!(
         import.get("env").is_none(),
         "the cluster config reads its secret files"
     );
-    let config = config_at(CLUSTER_CONFIG);
+    let config = parse_config(CLUSTER_CONFIG);
     let (secret, keys) = example_secret();
     for file in [
         config.store.master_key_file.as_deref().unwrap(),
@@ -1003,7 +961,7 @@ fn move_store_job_exports_the_single_node_store_and_imports_with_the_cluster_con
 
 /// The "Running several replicas" section of deploy/README.md.
 fn readme_section() -> String {
-    let readme = text_of("deploy/README.md");
+    let readme = read("README.md");
     let start = readme
         .find("\n## Running several replicas\n")
         .expect("deploy/README.md has a section \"Running several replicas\"");
@@ -1041,8 +999,8 @@ fn shell_commands(markdown: &str) -> Vec<String> {
 #[test]
 fn readme_documents_the_cluster_deploy_and_its_odgw_commands_parse() {
     let section = readme_section();
-    let readme = text_of("deploy/README.md");
-    for f in std::fs::read_dir(at_repo(CLUSTER_DIR)).unwrap() {
+    let readme = read("README.md");
+    for f in std::fs::read_dir(deploy(CLUSTER_DIR)).unwrap() {
         let name = f.unwrap().file_name().into_string().unwrap();
         assert!(
             section.contains(&format!("`{name}`")),
@@ -1141,19 +1099,19 @@ fn readme_documents_the_cluster_deploy_and_its_odgw_commands_parse() {
 
 #[test]
 fn kustomize_builds_when_kubectl_is_installed() {
-    let dir = at_repo(CLUSTER_DIR);
-    let Some(out) = installed("kubectl", &["kustomize", dir.to_str().unwrap()]) else {
+    let dir = deploy(CLUSTER_DIR);
+    let Some(out) = run_tool("kubectl", &["kustomize", dir.to_str().unwrap()]) else {
         return;
     };
-    assert!(out.status.success(), "{}", report(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let built = yaml::parse(&String::from_utf8_lossy(&out.stdout))
         .unwrap_or_else(|e| panic!("kustomize output: {e}"));
     let mut kinds = BTreeMap::new();
     for doc in &built {
         if doc["kind"] != json!("Namespace") {
-            assert_eq!(at(doc, "/metadata/namespace"), "odgw", "{doc}");
+            assert_eq!(str_at(doc, "/metadata/namespace"), "odgw", "{doc}");
         }
-        *kinds.entry(at(doc, "/kind").to_owned()).or_insert(0) += 1;
+        *kinds.entry(str_at(doc, "/kind").to_owned()).or_insert(0) += 1;
     }
     let kinds: Vec<(&str, i32)> = kinds.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     assert_eq!(
