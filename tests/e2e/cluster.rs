@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
-    process::{hs_token, write_config, Served, ODGW},
+    process::{config_head, hs_token, write_config, Served, ODGW},
     support::*,
 };
 
@@ -102,22 +102,7 @@ impl Shared {
         std::fs::write(
             &config,
             format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-node_id = "{node}"
-shutdown_grace = "2s"
-[upstream]
-base_url = "{upstream}"
-developer_key_file = "{s}/developer_key"
-[[auth.issuers]]
-issuer = "{HS_ISSUER}"
-audiences = ["{AUDIENCE}"]
-algorithms = ["HS256"]
-secret_file = "{s}/hs256"
-[admin]
-token_file = "{s}/admin_token"
+                r#"{head}
 [store]
 backend = "postgres"
 master_key_file = "{s}/master_key"
@@ -139,6 +124,11 @@ backend = "redis"
 subject_rate = "unlimited"
 {extra}
 "#,
+                head = config_head(
+                    &s,
+                    upstream,
+                    &format!("node_id = \"{node}\"\nshutdown_grace = \"2s\""),
+                ),
                 s = s.display(),
                 pg = postgres_file.display(),
                 schema = self.schema,
@@ -213,11 +203,16 @@ async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
 }
 
 async fn get(node: &Served, path: &str, token: &str) -> Resp {
+    get_at(node.data, path, token).await
+}
+
+/// GET `path` on the data plane at `addr` with a bearer token.
+async fn get_at(addr: SocketAddr, path: &str, token: &str) -> Resp {
     let req = Request::get(path)
         .header("authorization", format!("Bearer {token}"))
         .body(Full::default())
         .unwrap();
-    send(node.data, req).await
+    send(addr, req).await
 }
 
 async fn admin(node: &Served, method: Method, path: &str, body: Option<Value>) -> Resp {
@@ -503,11 +498,8 @@ async fn redis_lost_mid_load_paces_locally_and_shares_again_when_back() {
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             for _ in 0..6 {
-                let req = Request::get("/api/v1/patients/11")
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Full::default())
-                    .unwrap();
-                statuses.push(send(a, req).await.status.as_u16());
+                let resp = get_at(a, "/api/v1/patients/11", &token).await;
+                statuses.push(resp.status.as_u16());
             }
             statuses
         })

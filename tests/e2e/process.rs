@@ -33,10 +33,36 @@ pub(crate) fn write_config(root: &Path, upstream: &str, master: [u8; 32]) -> Pat
     std::fs::write(
         &config,
         format!(
-            r#"
+            r#"{head}
+[store]
+path = "{root}/keys"
+master_key_file = "{s}/master_key"
+[limits]
+tenant_rate = "unlimited"
+subject_rate = "unlimited"
+[audit]
+path = "{root}/audit"
+"#,
+            head = config_head(&s, upstream, ""),
+            s = s.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The sections every child `odgw serve` of these tests starts with:
+/// listeners on port 0 (plus `server`, more `[server]` keys), the upstream,
+/// the HS256 issuer [`hs_token`] signs for, and the admin token, read from
+/// the files [`write_config`] puts in `secrets`.
+pub(crate) fn config_head(secrets: &Path, upstream: &str, server: &str) -> String {
+    format!(
+        r#"
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+{server}
 [upstream]
 base_url = "{upstream}"
 developer_key_file = "{s}/developer_key"
@@ -47,21 +73,9 @@ algorithms = ["HS256"]
 secret_file = "{s}/hs256"
 [admin]
 token_file = "{s}/admin_token"
-[store]
-path = "{root}/keys"
-master_key_file = "{s}/master_key"
-[limits]
-tenant_rate = "unlimited"
-subject_rate = "unlimited"
-[audit]
-path = "{root}/audit"
 "#,
-            s = s.display(),
-            root = root.display(),
-        ),
+        s = secrets.display(),
     )
-    .unwrap();
-    config
 }
 
 /// The mock Open Dental, accepting DEV_KEY with KEY_A as Open Dental would.
