@@ -1352,6 +1352,40 @@ mod tests {
     }
 
     #[test]
+    fn console_sign_in_needs_a_whole_client() {
+        let text = format!(
+            "{MINIMAL}\n[console]\nissuer = \"not a url\"\nredirect_url = \"https://odgw/elsewhere\"\nreviewer_scope = \"two scopes\"\nsession_ttl = \"48h\"\n"
+        );
+        let all = Config::from_toml_str(&text, &secrets_env())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "console.issuer",
+            "console.client_id: required",
+            "console.client_secret_file: not set, and env ODGW_CONSOLE_CLIENT_SECRET",
+            "console.redirect_url: must end with /console/callback",
+            "console.reviewer_scope",
+            "console.session_ttl",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
+        let orphan = format!("{MINIMAL}\n[console]\nclient_id = \"x\"\n");
+        let all = Config::from_toml_str(&orphan, &secrets_env())
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("console.issuer: required"), "{all}");
+
+        let mut e = secrets_env();
+        e.insert(ENV_CONSOLE_CLIENT_SECRET.into(), "s".into());
+        let good = format!(
+            "{MINIMAL}\n[console]\nissuer = \"https://idp.example.com/\"\nclient_id = \"odgw\"\n"
+        );
+        let c = Config::from_toml_str(&good, &e).unwrap();
+        assert_eq!(c.console.reviewer_scope, "odgw:audit");
+        assert_eq!(c.console.session_ttl, secs(8 * 3600));
+    }
+
+    #[test]
     fn secrets_are_trimmed_and_env_wins() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
