@@ -437,6 +437,26 @@ mod tests {
         Some(record.customer_key.expose().to_owned())
     }
 
+    /// Starts a read of acme and waits until it has the record in hand but
+    /// has not answered yet; [`release_reads`] lets it answer.
+    async fn read_held_midway(
+        store: &Arc<CachedKeyStore>,
+        probe: &Probe,
+    ) -> tokio::task::JoinHandle<Option<String>> {
+        probe.hold_reads.store(true, Ordering::SeqCst);
+        let slow_read = tokio::spawn({
+            let store = store.clone();
+            async move { customer_key(&store).await }
+        });
+        probe.read_done.notified().await;
+        slow_read
+    }
+
+    fn release_reads(probe: &Probe) {
+        probe.hold_reads.store(false, Ordering::SeqCst);
+        probe.release.notify_one();
+    }
+
     #[tokio::test]
     async fn repeated_reads_hit_memory_and_writes_are_seen_at_once() {
         let (store, probe) = cached();
@@ -462,16 +482,10 @@ mod tests {
     async fn a_read_overtaken_by_a_write_does_not_keep_the_old_record() {
         let (store, probe) = cached();
         store.put(&acme(), input("OLD-KEY")).await.unwrap();
-        probe.hold_reads.store(true, Ordering::SeqCst);
-        let slow_read = tokio::spawn({
-            let store = store.clone();
-            async move { customer_key(&store).await }
-        });
         // The slow read has the old record in hand; now the key changes.
-        probe.read_done.notified().await;
+        let slow_read = read_held_midway(&store, &probe).await;
         store.put(&acme(), input("NEW-KEY")).await.unwrap();
-        probe.hold_reads.store(false, Ordering::SeqCst);
-        probe.release.notify_one();
+        release_reads(&probe);
         assert_eq!(slow_read.await.unwrap().as_deref(), Some("OLD-KEY"));
         assert_eq!(customer_key(&store).await.as_deref(), Some("NEW-KEY"));
     }
@@ -636,20 +650,14 @@ mod tests {
         for forget_all in [false, true] {
             let (store, probe) = cached();
             store.put(&acme(), input("OLD-KEY")).await.unwrap();
-            probe.hold_reads.store(true, Ordering::SeqCst);
-            let slow_read = tokio::spawn({
-                let store = store.clone();
-                async move { customer_key(&store).await }
-            });
-            probe.read_done.notified().await;
+            let slow_read = read_held_midway(&store, &probe).await;
             // Another replica re-keyed; its change arrives mid-read.
             if forget_all {
                 store.forget_all();
             } else {
                 store.forget(&acme());
             }
-            probe.hold_reads.store(false, Ordering::SeqCst);
-            probe.release.notify_one();
+            release_reads(&probe);
             assert_eq!(slow_read.await.unwrap().as_deref(), Some("OLD-KEY"));
             assert_eq!(store.cached(), 0, "the old record was not kept");
         }

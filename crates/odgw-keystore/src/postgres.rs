@@ -361,11 +361,7 @@ impl Shared {
             loop {
                 attempt += 1;
                 let client = self.connection().await?;
-                let result = match client.prepare_cached(sql).await {
-                    Ok(statement) => client.query(&statement, params).await,
-                    Err(err) => Err(err),
-                };
-                match result {
+                match query_on(&client, sql, params).await {
                     Ok(rows) => return Ok(rows),
                     Err(err) => {
                         let err = db_error(context, err);
@@ -505,13 +501,7 @@ impl PgTxn<'_> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client()?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|err| db_error(context, err))?;
-        client
-            .query(&statement, params)
+        query_on(self.client()?, sql, params)
             .await
             .map_err(|err| db_error(context, err))
     }
@@ -612,6 +602,16 @@ impl Drop for PgTxn<'_> {
             discard(client);
         }
     }
+}
+
+/// One statement on `client`, prepared once per connection.
+async fn query_on(
+    client: &Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
 }
 
 /// Closes a connection instead of returning it to the pool.
