@@ -413,7 +413,15 @@ impl Shared {
     /// Runs one script within the command timeout. `None` when Redis failed
     /// to answer, which switches to the failure policy.
     async fn eval<T: redis::FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Option<T> {
-        let mut conn = self.connection();
+        self.eval_on(self.connection(), invocation).await
+    }
+
+    /// [`Shared::eval`] on the connection `conn`.
+    async fn eval_on<T: redis::FromRedisValue>(
+        &self,
+        mut conn: ConnectionManager,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Option<T> {
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
@@ -456,29 +464,18 @@ impl Shared {
             .arg(0)
             .arg(0)
             .arg("probe");
-        let mut probe_conn = conn.clone();
-        let answer = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<ReserveReply>(&mut probe_conn),
-        )
-        .await;
-        match answer {
-            Ok(Ok(_)) => {
-                if was_down {
-                    *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
-                }
-                self.recovered();
-                true
-            }
-            Ok(Err(error)) => {
-                self.failed(&describe(&error));
-                false
-            }
-            Err(_) => {
-                self.failed("timeout");
-                false
-            }
+        if self
+            .eval_on::<ReserveReply>(conn.clone(), &invocation)
+            .await
+            .is_none()
+        {
+            return false;
         }
+        if was_down {
+            *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        }
+        self.recovered();
+        true
     }
 
     /// Counts a failed operation; the first of an outage switches to the
