@@ -150,6 +150,24 @@ pub(crate) fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// A volume claim (or claim template) that one pod at a time writes to,
+/// with a storage request.
+pub(crate) fn assert_single_writer_claim(claim: &Value, what: &str) {
+    let modes = strings(&claim["spec"]["accessModes"]);
+    assert!(
+        modes
+            .iter()
+            .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod"),
+        "{what}: {modes:?}"
+    );
+    assert!(
+        claim
+            .pointer("/spec/resources/requests/storage")
+            .is_some_and(Value::is_string),
+        "{what}: a storage request"
+    );
+}
+
 fn duration(text: &str) -> Duration {
     text.parse::<HumanDuration>()
         .unwrap_or_else(|e| panic!("{text:?} is not a duration: {e:?}"))
@@ -959,17 +977,10 @@ fn deployment_is_a_single_hardened_writer_with_probes_and_secrets() {
         config.store.path.starts_with("/var/lib/odgw")
             && config.audit.path.starts_with("/var/lib/odgw")
     );
-    let pvc = one(&by_kind, "PersistentVolumeClaim");
-    let modes = strings(&pvc["spec"]["accessModes"]);
-    assert!(
-        modes
-            .iter()
-            .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod"),
-        "single-writer volume: {modes:?}"
+    assert_single_writer_claim(
+        one(&by_kind, "PersistentVolumeClaim"),
+        "single-writer volume",
     );
-    assert!(pvc
-        .pointer("/spec/resources/requests/storage")
-        .is_some_and(Value::is_string));
 
     // The namespace enforces the restricted Pod Security Standard.
     let ns = one(&by_kind, "Namespace");

@@ -29,8 +29,8 @@ use odgw::{
 use serde_json::{json, Value};
 
 use crate::deploy::{
-    deploy, odgw_cli, output_text, parse_config, read, run_tool, secret_env, str_at, strings, yaml,
-    yaml_doc, yaml_docs,
+    assert_single_writer_claim, deploy, odgw_cli, output_text, parse_config, read, run_tool,
+    secret_env, str_at, strings, yaml, yaml_doc, yaml_docs,
 };
 
 const CLUSTER_CONFIG: &str = "config/odgw.cluster.toml";
@@ -674,16 +674,7 @@ fn each_replica_keeps_its_audit_trail_on_its_own_volume() {
     );
     let claim = &templates[0];
     let claim_name = str_at(claim, "/metadata/name");
-    let modes = strings(&claim["spec"]["accessModes"]);
-    assert!(
-        modes
-            .iter()
-            .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod"),
-        "one writer per audit trail, never a shared volume: {modes:?}"
-    );
-    assert!(claim
-        .pointer("/spec/resources/requests/storage")
-        .is_some_and(Value::is_string));
+    assert_single_writer_claim(claim, "one writer per audit trail, never a shared volume");
 
     // The claim is mounted where the audit trail lives, and is no pod volume
     // (a template, so each pod gets its own).
