@@ -730,8 +730,9 @@ fn fnv1a(parts: &[&str]) -> u64 {
     hash
 }
 
-/// The advisory lock key for `purpose` on `schema`. Advisory locks are per
-/// database, so different schemas (deployments) do not block each other.
+/// The advisory lock key for `purpose` on `schema`. Advisory locks are
+/// shared by the whole database, so the key names the schema: deployments
+/// in different schemas of one database do not block each other.
 fn lock_key(purpose: &str, schema: &str) -> i64 {
     i64::from_ne_bytes(fnv1a(&["odgw-keystore", purpose, schema]).to_ne_bytes())
 }
