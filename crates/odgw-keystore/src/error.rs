@@ -62,6 +62,13 @@ pub enum StoreError {
     /// server is shutting down or starting. Retrying later may succeed;
     /// the gateway answers 503 `store_unavailable`. The message never
     /// contains the connection URL or its password.
+    ///
+    /// A write that fails this way was almost always not made; only a
+    /// COMMIT whose answer never came (the connection dropped, or the
+    /// deadline passed, while it was in flight) leaves the outcome unknown:
+    /// it may have committed, and then other replicas are told as usual.
+    /// Every write is a full replacement, a toggle or a delete, so repeating
+    /// it is safe either way.
     #[error("key store database is unavailable while {context}: {source}")]
     Unavailable {
         context: &'static str,
