@@ -304,13 +304,15 @@ fn store_error(ctx: &Ctx, error: odgw_keystore::StoreError) -> Response {
         odgw_keystore::StoreError::InvalidInput(reason) => {
             ctx.error(ErrorCode::BadRequest, reason.clone())
         }
-        // A shared store that cannot be reached: the change was not made
-        // (its transaction never committed), so retrying later is safe.
+        // A shared store that cannot be reached. The change was almost
+        // surely not made; if the connection broke during its COMMIT it may
+        // have been. Repeating it is safe either way: every admin change
+        // sets a state rather than adding to one.
         odgw_keystore::StoreError::Unavailable { .. } => {
             tracing::warn!(%error, "key store unreachable; admin change refused");
             let mut problem = GatewayError::new(
                 ErrorCode::StoreUnavailable,
-                "the key store cannot be reached; nothing was changed, retry later",
+                "the key store cannot be reached; retry later",
             );
             problem.retry_after = Some(STORE_RETRY_AFTER_SECS);
             problem.into_response(&ctx.request_id)

@@ -47,7 +47,7 @@ pub use engine::SealedTenant;
 pub use error::StoreError;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryKeyStore;
-pub use postgres::{Change, ChangeFeed, PgKeyStore, PgSettings};
+pub use postgres::{valid_schema, Change, ChangeFeed, PgKeyStore, PgSettings};
 pub use seal::{MasterKey, MASTER_KEY_LEN};
 pub use sled_store::SledKeyStore;
 pub use tenant::{

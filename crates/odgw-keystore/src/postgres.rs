@@ -703,7 +703,10 @@ impl PgTxn<'_> {
     }
 }
 
-fn valid_schema(schema: &str) -> bool {
+/// Whether `schema` is a schema name odgw accepts: `[a-z_][a-z0-9_]{0,62}`
+/// (always safe to quote, never case-folded). `postgres.schema` is checked
+/// with this same rule before any port is bound.
+pub fn valid_schema(schema: &str) -> bool {
     let bytes = schema.as_bytes();
     matches!(bytes.first(), Some(b'a'..=b'z' | b'_'))
         && bytes.len() <= 63

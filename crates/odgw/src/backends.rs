@@ -125,8 +125,8 @@ pub struct ChangeCounters {
 }
 
 /// Applies every change from other replicas (and this one's own, which is
-/// harmless: forgetting and purging are idempotent) until aborted:
-/// Stops when `cache` answers `None` (the gateway was dropped).
+/// harmless: forgetting and purging are idempotent), until the gateway is
+/// gone (`cache` answers `None`) or the task is aborted:
 /// - a tenant put, toggled, re-keyed, imported or deleted: forget its
 ///   decrypted record, so the next request reads the new one (a disabled
 ///   tenant is refused from then on), and drop its cached responses;

@@ -697,13 +697,7 @@ impl Config {
                 p,
             );
             let schema = &self.postgres.schema;
-            let mut chars = schema.bytes();
-            let valid = schema.len() <= 63
-                && chars
-                    .next()
-                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && chars.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !valid {
+            if !odgw_keystore::valid_schema(schema) {
                 p.push(format!(
                     "postgres.schema: {schema:?} must match [a-z_][a-z0-9_]{{0,62}}"
                 ));

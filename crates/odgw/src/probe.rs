@@ -135,13 +135,19 @@ impl Readiness {
                     ok: true,
                     detail: None,
                 },
-                Err(error @ StoreError::Unavailable { .. }) => ReadinessCheck {
-                    name: "store",
-                    ok: true,
-                    detail: Some(format!(
-                        "degraded: {error}; tenants in use keep their last known keys, admin changes are refused"
-                    )),
-                },
+                // The database's own words (they may name its user) go to
+                // the log, not to this unauthenticated endpoint.
+                Err(error @ StoreError::Unavailable { .. }) => {
+                    tracing::warn!(%error, "readiness: key store unreachable");
+                    ReadinessCheck {
+                        name: "store",
+                        ok: true,
+                        detail: Some(
+                            "degraded: the key store cannot be reached; tenants in use keep their last known keys, admin changes are refused"
+                                .to_owned(),
+                        ),
+                    }
+                }
                 Err(error) => ReadinessCheck {
                     name: "store",
                     ok: false,
