@@ -2,7 +2,7 @@
 //! exports and the chart, read from the query string, and how a record is
 //! matched against them.
 
-use odgw_audit::AuditRecord;
+use odgw_audit::{AuditRecord, RecordKind};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -181,10 +181,15 @@ impl Filter {
     }
 }
 
-/// Whether a record is an access to patient `patnum`: a path segment
-/// `patients/{patnum}`, or a `PatNum={patnum}` query parameter (any case,
-/// as Open Dental binds parameter names).
+/// Whether a record is an access to patient `patnum` through Open Dental:
+/// a data-plane record (not an admin one, such as a reviewer's own visit to
+/// `/console/patients?patnum=…`) with a path segment `patients/{patnum}` or
+/// a `PatNum={patnum}` query parameter (any case, as Open Dental binds
+/// parameter names).
 pub fn touches_patient(r: &AuditRecord, patnum: u64) -> bool {
+    if r.kind == RecordKind::Admin {
+        return false;
+    }
     let wanted = patnum.to_string();
     let in_path = r.path.as_deref().is_some_and(|path| {
         let segments: Vec<&str> = path.split('/').collect();
@@ -203,7 +208,7 @@ pub fn touches_patient(r: &AuditRecord, patnum: u64) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use odgw_audit::{RecordDraft, RecordKind};
+    use odgw_audit::RecordDraft;
 
     use super::*;
 
@@ -236,6 +241,12 @@ mod tests {
             &record("/api/v1/procedurelogs", Some("PatNum=110")),
             11
         ));
+        let mut own_view = record("/console/patients", Some("patnum=11"));
+        own_view.kind = RecordKind::Admin;
+        assert!(
+            !touches_patient(&own_view, 11),
+            "a reviewer's visit is no patient access"
+        );
     }
 
     #[test]
