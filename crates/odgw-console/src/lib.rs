@@ -803,7 +803,7 @@ async fn login(State(console): State<Console>, headers: HeaderMap) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "console sign-in could not start");
             oidc.forget_provider().await;
-            return failure(StatusCode::BAD_GATEWAY, &e.to_string());
+            return failure(StatusCode::BAD_GATEWAY, &e.page_text());
         }
     };
     let flow = LoginFlow {
@@ -825,6 +825,33 @@ async fn login(State(console): State<Console>, headers: HeaderMap) -> Response {
         console.cookie_header(LOGIN_COOKIE, &sealed, LOGIN_TTL, "Lax"),
     );
     resp
+}
+
+/// The `error` of a provider's refusal as shown and logged: one of the
+/// codes of RFC 6749 §4.1.2.1 and OpenID Connect Core §3.1.2.6, else
+/// "unknown error". Anyone can send a reviewer a callback link, so its
+/// free text must not become a message on odgw's own page.
+fn provider_error_code(error: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "invalid_request_uri",
+        "invalid_request_object",
+        "registration_not_supported",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == error)
+        .unwrap_or("unknown error")
 }
 
 #[derive(Debug, Deserialize)]
@@ -857,9 +884,14 @@ async fn callback(State(console): State<Console>, req: Request) -> Response {
         );
     };
     if let Some(error) = params.error {
+        let code = provider_error_code(&error);
+        tracing::info!(
+            error = code,
+            "console sign-in refused by the identity provider"
+        );
         return refused(
             StatusCode::FORBIDDEN,
-            &format!("the identity provider refused the sign-in: {error}"),
+            &format!("the identity provider refused the sign-in ({code})"),
         );
     }
     let flow: Option<LoginFlow> = session::cookie(req.headers(), LOGIN_COOKIE)
@@ -883,10 +915,14 @@ async fn callback(State(console): State<Console>, req: Request) -> Response {
     {
         Ok(who) => who,
         Err(e @ LoginError::Provider(_)) => {
+            tracing::warn!(error = %e, "console sign-in could not finish");
             oidc.forget_provider().await;
-            return refused(StatusCode::BAD_GATEWAY, &e.to_string());
+            return refused(StatusCode::BAD_GATEWAY, &e.page_text());
         }
-        Err(e) => return refused(StatusCode::FORBIDDEN, &e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in refused");
+            return refused(StatusCode::FORBIDDEN, &e.page_text());
+        }
     };
     let scope = &console.settings().reviewer_scope;
     let allowed = who.scopes.iter().any(|s| s == scope);
@@ -1022,4 +1058,73 @@ async fn logout(State(console): State<Console>, req: Request) -> Response {
         console.cookie_header(SESSION_COOKIE, "", Duration::ZERO, "Strict"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use odgw_core::SecretString;
+
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example/";
+
+    fn console(issuer: Option<&str>) -> Console {
+        Console::new(ConsoleSettings {
+            oidc: issuer.map(|issuer| OidcSettings {
+                issuer: issuer.to_owned(),
+                client_id: "odgw-console".into(),
+                client_secret: SecretString::new("s3cret"),
+                redirect_url: Some("https://odgw.example/console/callback".into()),
+            }),
+            reviewer_scope: "odgw:audit".into(),
+            session_ttl: Duration::from_secs(3600),
+            secure_cookies: true,
+            cookie_key: CookieKey::derive(&SecretString::new("master")).unwrap(),
+            audit_dir: PathBuf::from("/nonexistent"),
+            audit: Arc::new(odgw_audit::NullSink::new()),
+        })
+        .unwrap()
+    }
+
+    async fn body_text(resp: Response) -> String {
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_callback_link_cannot_put_its_own_words_on_the_page() {
+        let c = console(Some(ISSUER));
+        let req = Request::get(
+            "/console/callback?error=Your%20account%20is%20locked.%20Call%20555-0100&state=x",
+        )
+        .body(Body::empty())
+        .unwrap();
+        let resp = callback(State(c.clone()), req).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let page = body_text(resp).await;
+        assert!(!page.contains("555-0100"), "{page}");
+        assert!(page.contains("unknown error"), "{page}");
+        let req = Request::get("/console/callback?error=access_denied")
+            .body(Body::empty())
+            .unwrap();
+        let page = body_text(callback(State(c), req).await).await;
+        assert!(page.contains("(access_denied)"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn sign_in_never_starts_against_a_plain_http_provider() {
+        // Refused before any connection: discovery over plain http would
+        // let anyone on the path name the token endpoint and signing keys.
+        let c = console(Some("http://idp.example"));
+        let resp = login(State(c), HeaderMap::new()).await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(resp.headers().get(header::LOCATION).is_none());
+        let page = body_text(resp).await;
+        assert!(page.contains("must be an https URL"), "{page}");
+    }
 }

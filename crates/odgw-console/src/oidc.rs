@@ -66,6 +66,21 @@ pub enum LoginError {
     Refused(String),
 }
 
+impl LoginError {
+    /// The text for the sign-in page, which anyone may open: a refusal
+    /// names which check failed (texts of odgw's own); a provider failure
+    /// says no more than that, since its detail (connection and library
+    /// errors) is for odgw's log only.
+    pub fn page_text(&self) -> String {
+        match self {
+            Self::Provider(_) => {
+                "the identity provider cannot be reached or answered unexpectedly; the details are in odgw's log".to_owned()
+            }
+            Self::Refused(_) => self.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Discovery {
     issuer: String,
@@ -76,10 +91,77 @@ struct Discovery {
     id_token_signing_alg_values_supported: Vec<String>,
 }
 
+/// A discovery document's endpoints, each checked by [`endpoint`], and the
+/// ID token algorithms both sides accept.
+#[derive(Debug)]
+struct Endpoints {
+    authorization_endpoint: url::Url,
+    token_endpoint: http::Uri,
+    jwks_uri: url::Url,
+    algorithms: Vec<Algorithm>,
+}
+
+impl Discovery {
+    /// Refuses a document for another issuer, or one that would send the
+    /// client secret and code (token endpoint), the signing keys (JWKS) or
+    /// the browser (authorization endpoint) anywhere but https.
+    fn check(self, issuer: &str) -> Result<Endpoints, LoginError> {
+        if self.issuer != issuer {
+            return Err(LoginError::Refused(
+                "the discovery document names another issuer".into(),
+            ));
+        }
+        let token_endpoint = endpoint("token_endpoint", &self.token_endpoint)?
+            .as_str()
+            .parse()
+            .map_err(|_| LoginError::Refused("token_endpoint is not a URL".into()))?;
+        let algorithms = ALLOWED_ALGORITHMS
+            .into_iter()
+            .filter(|a| {
+                self.id_token_signing_alg_values_supported.is_empty()
+                    || self
+                        .id_token_signing_alg_values_supported
+                        .iter()
+                        .any(|s| s == &format!("{a:?}"))
+            })
+            .collect();
+        Ok(Endpoints {
+            authorization_endpoint: endpoint(
+                "authorization_endpoint",
+                &self.authorization_endpoint,
+            )?,
+            token_endpoint,
+            jwks_uri: endpoint("jwks_uri", &self.jwks_uri)?,
+            algorithms,
+        })
+    }
+}
+
+/// `text` as the URL of an identity provider endpoint: https, or plain http
+/// only to a loopback host (a provider in a test), and no credentials in
+/// it. Plain http elsewhere would carry the client secret and the code in
+/// clear, and let anyone on the path swap the signing keys.
+fn endpoint(name: &str, text: &str) -> Result<url::Url, LoginError> {
+    let refused = || LoginError::Refused(format!("{name} must be an https URL"));
+    let url = url::Url::parse(text).map_err(|_| refused())?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(refused()),
+    };
+    let plain = url.username().is_empty() && url.password().is_none();
+    match url.scheme() {
+        "https" if plain => Ok(url),
+        "http" if plain && loopback => Ok(url),
+        _ => Err(refused()),
+    }
+}
+
 /// What discovery found, with the verifier for the provider's ID tokens.
 #[derive(Debug)]
 struct Provider {
-    authorization_endpoint: String,
+    authorization_endpoint: url::Url,
     token_endpoint: http::Uri,
     verifier: Authenticator,
 }
@@ -137,6 +219,7 @@ impl OidcClient {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
+        endpoint("the issuer", &self.settings.issuer)?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')
@@ -146,20 +229,7 @@ impl OidcClient {
             .await?;
         let d: Discovery = serde_json::from_slice(&body)
             .map_err(|_| LoginError::Provider("discovery document is not valid".into()))?;
-        if d.issuer != self.settings.issuer {
-            return Err(LoginError::Refused(
-                "the discovery document names another issuer".into(),
-            ));
-        }
-        let algorithms: Vec<Algorithm> = ALLOWED_ALGORITHMS
-            .into_iter()
-            .filter(|a| {
-                d.id_token_signing_alg_values_supported.is_empty()
-                    || d.id_token_signing_alg_values_supported
-                        .iter()
-                        .any(|s| s == &format!("{a:?}"))
-            })
-            .collect();
+        let found = d.check(&self.settings.issuer)?;
         let verifier = Authenticator::new(
             AuthSettings {
                 require_scopes: false,
@@ -168,19 +238,17 @@ impl OidcClient {
             vec![IssuerSettings {
                 issuer: self.settings.issuer.clone(),
                 audiences: vec![self.settings.client_id.clone()],
-                algorithms,
-                keys: KeySource::Jwks { url: d.jwks_uri },
+                algorithms: found.algorithms,
+                keys: KeySource::Jwks {
+                    url: found.jwks_uri.into(),
+                },
             }],
         )
         .await
         .map_err(|e| LoginError::Provider(e.to_string()))?;
-        let token_endpoint = d
-            .token_endpoint
-            .parse()
-            .map_err(|_| LoginError::Provider("token_endpoint is not a URL".into()))?;
         let provider = Arc::new(Provider {
-            authorization_endpoint: d.authorization_endpoint,
-            token_endpoint,
+            authorization_endpoint: found.authorization_endpoint,
+            token_endpoint: found.token_endpoint,
             verifier,
         });
         *slot = Some(provider.clone());
@@ -197,8 +265,7 @@ impl OidcClient {
         verifier: &str,
     ) -> Result<String, LoginError> {
         let provider = self.provider().await?;
-        let mut url = url::Url::parse(&provider.authorization_endpoint)
-            .map_err(|_| LoginError::Provider("authorization_endpoint is not a URL".into()))?;
+        let mut url = provider.authorization_endpoint.clone();
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.client_id)
@@ -325,6 +392,59 @@ fn claim_nonce(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn discovery(issuer: &str, base: &str) -> Discovery {
+        Discovery {
+            issuer: issuer.to_owned(),
+            authorization_endpoint: format!("{base}/authorize"),
+            token_endpoint: format!("{base}/token"),
+            jwks_uri: format!("{base}/jwks"),
+            id_token_signing_alg_values_supported: vec!["RS256".into(), "HS256".into()],
+        }
+    }
+
+    #[test]
+    fn discovery_endpoints_must_be_https_or_loopback() {
+        let ok = discovery("https://idp.example/", "https://idp.example")
+            .check("https://idp.example/")
+            .unwrap();
+        assert_eq!(ok.token_endpoint, "https://idp.example/token");
+        assert_eq!(ok.algorithms, vec![Algorithm::RS256], "never HS256");
+        assert!(discovery("http://127.0.0.1:9", "http://127.0.0.1:9")
+            .check("http://127.0.0.1:9")
+            .is_ok());
+        assert!(discovery("https://idp.example/", "https://idp.example")
+            .check("https://other.example/")
+            .is_err());
+        // The client secret and code, the signing keys, the browser: none
+        // of them goes anywhere in clear.
+        for field in ["authorization", "token", "jwks"] {
+            let mut d = discovery("https://idp.example/", "https://idp.example");
+            let plain = "http://idp.example/x".to_owned();
+            match field {
+                "authorization" => d.authorization_endpoint = plain,
+                "token" => d.token_endpoint = plain,
+                _ => d.jwks_uri = plain,
+            }
+            let e = d.check("https://idp.example/").unwrap_err();
+            assert!(matches!(e, LoginError::Refused(_)), "{field}: {e}");
+        }
+        let mut d = discovery("https://idp.example/", "https://idp.example");
+        d.authorization_endpoint = "javascript:alert(1)".into();
+        assert!(d.check("https://idp.example/").is_err());
+        assert!(endpoint("x", "https://user:pw@idp.example/token").is_err());
+        assert!(endpoint("x", "http://localhost:8080/token").is_ok());
+        assert!(endpoint("x", "http://10.0.0.1/token").is_err());
+    }
+
+    #[test]
+    fn provider_failures_show_no_detail_on_the_page() {
+        let e = LoginError::Provider("tcp connect error 10.1.2.3:443".into());
+        assert!(!e.page_text().contains("10.1.2.3"));
+        assert!(e.to_string().contains("10.1.2.3"), "the log keeps it");
+        let r = LoginError::Refused("id token: bad signature".into());
+        assert!(r.page_text().contains("bad signature"));
+    }
 
     #[test]
     fn pkce_s256_is_base64url_of_sha256_without_padding() {
