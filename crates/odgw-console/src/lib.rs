@@ -61,6 +61,8 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; for
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long a `serve --dev` login link stays usable.
 const DEV_LINK_TTL: Duration = Duration::from_secs(900);
+/// The issuer of sessions begun with a `serve --dev` login link.
+const DEV_ISSUER: &str = "odgw-dev";
 /// Rows of a patient access report at most.
 const MAX_PATIENT_ROWS: usize = 2000;
 
@@ -216,11 +218,23 @@ impl Console {
         &self.inner.settings
     }
 
-    /// The signed-in reviewer, if the request carries a live session.
+    /// The signed-in reviewer, if the request carries a live session: one
+    /// sealed by this master key, not expired, no longer than
+    /// `session_ttl` from now (a shortened `session_ttl` ends older,
+    /// longer sessions at once), and from the sign-in configured now (the
+    /// identity provider's issuer; the dev issuer only without one), so
+    /// replacing a provider ends the sessions it vouched for.
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let text = session::cookie(headers, SESSION_COOKIE)?;
         let s: Session = self.settings().cookie_key.open(Purpose::Session, text)?;
-        (s.expires_at > now_secs()).then_some(s)
+        let now = now_secs();
+        let issuer = match &self.settings().oidc {
+            Some(oidc) => oidc.issuer.as_str(),
+            None => DEV_ISSUER,
+        };
+        let live = s.expires_at > now
+            && s.expires_at <= now.saturating_add(self.settings().session_ttl.as_secs());
+        (live && s.issuer == issuer).then_some(s)
     }
 
     /// Appends the console's own `admin` record; `false` if it could not
@@ -990,7 +1004,7 @@ async fn dev_login(State(console): State<Console>, req: Request) -> Response {
             "this login link was used already or has expired",
         );
     }
-    let (subject, issuer) = ("dev-reviewer".to_owned(), "odgw-dev".to_owned());
+    let (subject, issuer) = ("dev-reviewer".to_owned(), DEV_ISSUER.to_owned());
     if !console
         .audit(
             &seen,
@@ -1088,12 +1102,69 @@ mod tests {
         .unwrap()
     }
 
+    fn with_session(console: &Console, s: &Session) -> HeaderMap {
+        let sealed = console
+            .settings()
+            .cookie_key
+            .seal(Purpose::Session, s)
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            format!("{SESSION_COOKIE}={sealed}").parse().unwrap(),
+        );
+        headers
+    }
+
+    fn session(issuer: &str, expires_at: u64) -> Session {
+        Session {
+            subject: "alice".into(),
+            issuer: issuer.into(),
+            expires_at,
+            csrf: "c".into(),
+        }
+    }
+
     async fn body_text(resp: Response) -> String {
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .unwrap()
             .to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_session_counts_only_within_the_ttl_and_from_the_configured_issuer() {
+        let c = console(Some(ISSUER));
+        let now = now_secs();
+        let live = session(ISSUER, now + 600);
+        assert_eq!(c.session(&with_session(&c, &live)), Some(live));
+        assert_eq!(
+            c.session(&with_session(&c, &session(ISSUER, now - 1))),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            c.session(&with_session(&c, &session(ISSUER, now + 7200))),
+            None,
+            "sealed under a longer session_ttl than the one configured now"
+        );
+        assert_eq!(
+            c.session(&with_session(
+                &c,
+                &session("https://old-idp.example/", now + 600)
+            )),
+            None,
+            "from a provider no longer configured"
+        );
+        assert_eq!(
+            c.session(&with_session(&c, &session(DEV_ISSUER, now + 600))),
+            None,
+            "a dev login is no sign-in where a provider is configured"
+        );
+        let dev = console(None);
+        let s = session(DEV_ISSUER, now + 600);
+        assert_eq!(dev.session(&with_session(&dev, &s)), Some(s));
     }
 
     #[tokio::test]
