@@ -412,28 +412,8 @@ async fn query_filters_and_csv_export_return_exactly_the_matches() {
         .assert_problem(400, "bad_request");
 
     // The CLI's CSV export of the same filter: a header and one row per record.
-    // tokio's Command: the gateway serves on this test's runtime thread.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_odgw"))
-        .args([
-            "audit",
-            "query",
-            "--tenant",
-            "b",
-            "--format",
-            "csv",
-            "--admin-url",
-        ])
-        .arg(format!("http://{}", gw.admin))
-        .env("ODGW_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let out = cli_query(&gw, &["--tenant", "b", "--format", "csv"]).await;
+    let csv = String::from_utf8(out).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(rows[0].starts_with("seq,ts,kind,request_id,tenant,subject,issuer"));

@@ -21,7 +21,6 @@ use tempfile::TempDir;
 use crate::{
     browser::{screenshot_dir, Driver, Session, WAIT},
     oidc_provider::{s256, OidcProvider},
-    process::ODGW,
     support::*,
 };
 
@@ -319,24 +318,6 @@ fn assert_strict_csp(resp: &Resp, what: &str) {
     assert!(csp.contains("default-src 'none'"), "{what}: CSP {csp}");
     assert!(!csp.contains("unsafe-inline"), "{what}: CSP {csp}");
     assert!(!csp.contains("unsafe-eval"), "{what}: CSP {csp}");
-}
-
-/// `odgw audit query` against the gateway's admin API, stdout bytes.
-async fn cli_query(gw: &TestGateway, args: &[&str]) -> Vec<u8> {
-    let out = tokio::process::Command::new(ODGW)
-        .args(["audit", "query"])
-        .args(args)
-        .args(["--admin-url", &format!("http://{}", gw.admin)])
-        .env("ODGW_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "odgw audit query {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// Every form on the current page reads (GET) except the logout form.

@@ -154,29 +154,13 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Escapes text for an HTML attribute value or element content.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (
         status,
         Html(format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
              <body><h1>{t}</h1>{body}</body></html>",
-            t = escape(title)
+            t = odgw_console::html::esc(title)
         )),
     )
         .into_response()
@@ -262,7 +246,7 @@ async fn authorize(
         return page(
             StatusCode::BAD_REQUEST,
             "Authorization refused",
-            &format!("<p id=\"error\">{}</p>", escape(&why)),
+            &format!("<p id=\"error\">{}</p>", odgw_console::html::esc(&why)),
         );
     }
     let mut hidden = String::new();
@@ -270,7 +254,7 @@ async fn authorize(
         if let Some(v) = params.get(name) {
             hidden.push_str(&format!(
                 "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-                escape(v)
+                odgw_console::html::esc(v)
             ));
         }
     }
@@ -294,7 +278,7 @@ async fn login(State(s): State<Shared>, Form(f): Form<BTreeMap<String, String>>)
         return page(
             StatusCode::BAD_REQUEST,
             "Sign-in refused",
-            &format!("<p id=\"error\">{}</p>", escape(&why)),
+            &format!("<p id=\"error\">{}</p>", odgw_console::html::esc(&why)),
         );
     }
     let username = f.get("username").cloned().unwrap_or_default();

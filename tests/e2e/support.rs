@@ -442,3 +442,22 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     }
     None
 }
+
+/// Runs `odgw audit query ARGS` against `gw`'s admin API and returns its
+/// stdout (tokio's Command: the gateway serves on the test's runtime).
+pub async fn cli_query(gw: &TestGateway, args: &[&str]) -> Vec<u8> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_odgw"))
+        .args(["audit", "query"])
+        .args(args)
+        .args(["--admin-url", &format!("http://{}", gw.admin)])
+        .env("ODGW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "odgw audit query {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -663,6 +663,30 @@ impl Config {
             return;
         };
         check_base_url("console.issuer", issuer, p);
+        // Plain http would carry the client secret, the codes and the
+        // provider's signing keys in clear: only a provider on this machine
+        // (development, tests) may use it.
+        for (key, url) in [
+            ("console.issuer", Some(issuer)),
+            ("console.redirect_url", c.redirect_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                if url.starts_with("http://") && !is_loopback_url(url) {
+                    p.push(format!(
+                        "{key}: must be https:// (http:// only for a loopback host)"
+                    ));
+                }
+            }
+        }
+        // Without it, the callback address comes from the request's Host: a
+        // provider that does not match redirect addresses exactly could then
+        // hand a reviewer's code to whoever sent the Host.
+        if c.redirect_url.is_none() && !is_loopback_url(issuer) {
+            p.push(
+                "console.redirect_url: required with a console.issuer that is not on loopback"
+                    .into(),
+            );
+        }
         if c.client_id.as_deref().is_none_or(str::is_empty) {
             p.push("console.client_id: required with console.issuer".into());
         }
@@ -993,6 +1017,22 @@ fn check_issuer(path: &str, issuer: &IssuerConfig, p: &mut Vec<String>) {
         .flatten()
     {
         check_readable(path, file, p);
+    }
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -1371,9 +1411,32 @@ mod tests {
 
         let mut e = secrets_env();
         e.insert(ENV_CONSOLE_CLIENT_SECRET.into(), "s".into());
-        let good = format!(
-            "{MINIMAL}\n[console]\nissuer = \"https://idp.example.com/\"\nclient_id = \"odgw\"\n"
+        let remote = |extra: &str| {
+            format!("{MINIMAL}\n[console]\nissuer = \"https://idp.example.com/\"\nclient_id = \"odgw\"\n{extra}")
+        };
+        let all = Config::from_toml_str(&remote(""), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("console.redirect_url: required"), "{all}");
+        let all = Config::from_toml_str(
+            &remote("redirect_url = \"http://odgw.example.com/console/callback\""),
+            &e,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            all.contains("console.redirect_url: must be https://"),
+            "{all}"
         );
+        let plain = format!("{MINIMAL}\n[console]\nissuer = \"http://idp.example.com/\"\nclient_id = \"odgw\"\nredirect_url = \"https://odgw/console/callback\"\n");
+        let all = Config::from_toml_str(&plain, &e).unwrap_err().to_string();
+        assert!(all.contains("console.issuer: must be https://"), "{all}");
+        // A provider on this machine may use http and the Host-derived callback.
+        let local = format!(
+            "{MINIMAL}\n[console]\nissuer = \"http://127.0.0.1:9999\"\nclient_id = \"odgw\"\n"
+        );
+        Config::from_toml_str(&local, &e).unwrap();
+        let good = remote("redirect_url = \"https://odgw.example.com/console/callback\"");
         let c = Config::from_toml_str(&good, &e).unwrap();
         assert_eq!(c.console.reviewer_scope, "odgw:audit");
         assert_eq!(c.console.session_ttl, secs(8 * 3600));
