@@ -877,6 +877,15 @@ async fn console_export_equals_the_cli_output_and_is_audited() {
             }
             let got = c.with_cookie(Method::GET, &href, &cookie).await;
             assert_eq!(got.status, 200, "{href}: {got:?}");
+            // The export's own record carries the id the response names.
+            let id = got.header("x-request-id").expect("X-Request-Id").to_owned();
+            let recorded = audit_lines(&c.gw.root.join("audit"));
+            assert!(
+                recorded
+                    .iter()
+                    .any(|r| r["action"] == "audit.export" && r["request_id"] == id.as_str()),
+                "no audit.export record with request id {id}"
+            );
             exports += 1;
             let mut args = vec!["--format", format];
             args.extend(cli_args.iter().map(String::as_str));

@@ -164,8 +164,10 @@ pub fn router(parts: AdminParts) -> Router {
         .with_state(state)
 }
 
-/// Gives every admin request a [`RequestId`] (and echoes it), as on the data plane.
-async fn with_request_id(mut req: axum::extract::Request, next: Next) -> Response {
+/// Gives every admin request a [`RequestId`] (and echoes it), as on the data
+/// plane. Public so that routes merged beside the admin API (the console)
+/// get the same.
+pub async fn with_request_id(mut req: axum::extract::Request, next: Next) -> Response {
     let id = RequestId::from_client(req.headers().get("x-request-id"));
     req.extensions_mut().insert(id.clone());
     let mut resp = next.run(req).await;

@@ -150,7 +150,11 @@ impl Seen {
             })
             .map(|ip| ip.to_string());
         Self {
-            request_id: RequestId::from_client(req.headers().get("x-request-id")),
+            request_id: req
+                .extensions()
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(|| RequestId::from_client(req.headers().get("x-request-id"))),
             client_ip,
             method: req.method().clone(),
             path: req.uri().path().to_owned(),

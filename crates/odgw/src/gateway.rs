@@ -406,7 +406,13 @@ impl Gateway {
             metrics: Arc::new(move || metrics.render()),
             reload: Arc::new(self.reloader()),
         });
-        admin.merge(self.console.router())
+        // The console's own requests get a request id too (its audit
+        // records and X-Request-Id), like every admin request.
+        admin.merge(
+            self.console
+                .router()
+                .layer(axum::middleware::from_fn(odgw_admin::with_request_id)),
+        )
     }
 
     /// Serves both listeners until `shutdown` resolves, then drains in-flight
