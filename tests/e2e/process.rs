@@ -95,6 +95,16 @@ pub(crate) struct Served {
     pub(crate) admin: SocketAddr,
 }
 
+/// A test that panics half-way must not leave its `odgw` running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Served {
     pub(crate) fn start(config: &Path) -> Result<Self, String> {
         let mut child = Command::new(ODGW)
