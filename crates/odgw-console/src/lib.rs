@@ -271,6 +271,22 @@ impl Console {
         }
     }
 
+    /// Records a reviewer's access; `Some(503 page)` when the record could
+    /// not be made durable, in which case nothing may be shown.
+    async fn record_access(
+        &self,
+        seen: &Seen,
+        s: &Session,
+        action: &str,
+        target: Option<String>,
+        status: StatusCode,
+    ) -> Option<Response> {
+        let recorded = self
+            .audit(seen, Some((&s.subject, &s.issuer)), action, target, status)
+            .await;
+        (!recorded).then(|| failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE))
+    }
+
     fn cookie_header(
         &self,
         name: &str,
@@ -463,17 +479,11 @@ async fn search(State(console): State<Console>, Reviewer(s): Reviewer, req: Requ
         Ok(found) => found,
         Err(why) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &why),
     };
-    if !console
-        .audit(
-            &seen,
-            Some((&s.subject, &s.issuer)),
-            "audit.view",
-            f.tenant.clone(),
-            StatusCode::OK,
-        )
+    if let Some(refused) = console
+        .record_access(&seen, &s, "audit.view", f.tenant.clone(), StatusCode::OK)
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     let next = more.then(|| records.last().map(|r| r.seq)).flatten();
     html_response(
@@ -508,17 +518,17 @@ async fn record(
     } else {
         StatusCode::NOT_FOUND
     };
-    if !console
-        .audit(
+    if let Some(refused) = console
+        .record_access(
             &seen,
-            Some((&s.subject, &s.issuer)),
+            &s,
             "audit.view",
             found.as_ref().and_then(|r| r.tenant.clone()),
             status,
         )
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     match found {
         Some(r) => html_response(StatusCode::OK, html::record_page(viewer(&s), &r)),
@@ -541,17 +551,11 @@ async fn chain(State(console): State<Console>, Reviewer(s): Reviewer, req: Reque
             )
         }
     };
-    if !console
-        .audit(
-            &seen,
-            Some((&s.subject, &s.issuer)),
-            "audit.view",
-            None,
-            StatusCode::OK,
-        )
+    if let Some(refused) = console
+        .record_access(&seen, &s, "audit.view", None, StatusCode::OK)
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     html_response(StatusCode::OK, html::chain_page(viewer(&s), &report))
 }
@@ -606,17 +610,17 @@ async fn patients(State(console): State<Console>, Reviewer(s): Reviewer, req: Re
         Ok(found) => found,
         Err(why) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &why),
     };
-    if !console
-        .audit(
+    if let Some(refused) = console
+        .record_access(
             &seen,
-            Some((&s.subject, &s.issuer)),
+            &s,
             "audit.view",
             Some(format!("patient {patnum}")),
             StatusCode::OK,
         )
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     html_response(
         StatusCode::OK,
@@ -652,17 +656,11 @@ async fn chart_svg(
             "reading the audit trail failed",
         );
     };
-    if !console
-        .audit(
-            &seen,
-            Some((&s.subject, &s.issuer)),
-            "audit.view",
-            f.tenant.clone(),
-            StatusCode::OK,
-        )
+    if let Some(refused) = console
+        .record_access(&seen, &s, "audit.view", f.tenant.clone(), StatusCode::OK)
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
@@ -695,17 +693,11 @@ async fn export(
         Err(why) => return bad_search(&s, &why),
     };
     f.after_seq = None;
-    if !console
-        .audit(
-            &seen,
-            Some((&s.subject, &s.issuer)),
-            "audit.export",
-            f.tenant.clone(),
-            StatusCode::OK,
-        )
+    if let Some(refused) = console
+        .record_access(&seen, &s, "audit.export", f.tenant.clone(), StatusCode::OK)
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     let dir = console.settings().audit_dir.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
@@ -1050,17 +1042,11 @@ async fn logout(State(console): State<Console>, req: Request) -> Response {
             ),
         );
     }
-    if !console
-        .audit(
-            &seen,
-            Some((&s.subject, &s.issuer)),
-            "console.logout",
-            None,
-            StatusCode::OK,
-        )
+    if let Some(refused) = console
+        .record_access(&seen, &s, "console.logout", None, StatusCode::OK)
         .await
     {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, NOT_DURABLE);
+        return refused;
     }
     let mut resp = html_response(
         StatusCode::OK,
