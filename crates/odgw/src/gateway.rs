@@ -234,7 +234,14 @@ impl Gateway {
         // One cached view shared by the data plane and the admin API, so
         // every admin write drops the decrypted record it replaces (and the
         // change feed, every record another replica replaced).
-        let keys = Arc::new(CachedKeyStore::new(opened.store));
+        let mut keys = CachedKeyStore::new(opened.store);
+        if config.store.backend == config::StoreBackend::Sled {
+            // Last known records bridge a shared store's outage; sled in
+            // this process is never out of reach, so for it they would only
+            // be a second copy of every decrypted record in memory.
+            keys = keys.with_max_stale(Duration::ZERO);
+        }
+        let keys = Arc::new(keys);
         let store: Arc<dyn KeyStore> = keys.clone();
         let redis = backends::connect_limits(&config, env).await?;
         let developer_key = config::read_secret(
