@@ -206,6 +206,16 @@ mod tests {
     }
 
     #[test]
+    fn set_cookie_is_http_only_scoped_and_secure_on_request() {
+        let plain = set_cookie(SESSION_COOKIE, "v", 60, "Strict", false);
+        assert_eq!(
+            plain,
+            "odgw_console=v; Path=/console; Max-Age=60; HttpOnly; SameSite=Strict"
+        );
+        assert!(set_cookie(SESSION_COOKIE, "v", 60, "Strict", true).ends_with("; Secure"));
+    }
+
+    #[test]
     fn cookies_are_found_among_several_headers() {
         let mut headers = http::HeaderMap::new();
         headers.append(

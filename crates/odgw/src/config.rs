@@ -280,6 +280,10 @@ pub struct ConsoleConfig {
     pub reviewer_scope: String,
     /// How long a reviewer stays signed in.
     pub session_ttl: HumanDuration,
+    /// Mark console cookies `Secure`. Default: when the admin listener
+    /// serves TLS itself; set `true` behind a proxy that terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_cookies: Option<bool>,
 }
 
 impl Default for ConsoleConfig {
@@ -291,6 +295,7 @@ impl Default for ConsoleConfig {
             redirect_url: None,
             reviewer_scope: "odgw:audit".into(),
             session_ttl: secs(8 * 3600),
+            secure_cookies: None,
         }
     }
 }
@@ -815,6 +820,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "redirect_url",
             "reviewer_scope",
             "session_ttl",
+            "secure_cookies",
         ],
         _ => return None,
     })
@@ -904,7 +910,9 @@ fn check_value(section: &str, key: &str, path: &str, value: &Value, problems: &m
         ("store", "backend") => is::<StoreBackend>(path, value, problems),
         ("limits", "backend") => is::<LimitsBackend>(path, value, problems),
         ("redis", "on_failure") => is::<OnRedisFailure>(path, value, problems),
-        ("auth", "require_scopes") | ("audit", "fail_closed") => is::<bool>(path, value, problems),
+        ("auth", "require_scopes") | ("audit", "fail_closed") | ("console", "secure_cookies") => {
+            is::<bool>(path, value, problems)
+        }
         ("cache", "routes") => is::<Vec<String>>(path, value, problems),
         ("auth", "issuers") => match value {
             Value::Array(items) => {
@@ -1438,6 +1446,11 @@ mod tests {
         Config::from_toml_str(&local, &e).unwrap();
         let good = remote("redirect_url = \"https://odgw.example.com/console/callback\"");
         let c = Config::from_toml_str(&good, &e).unwrap();
+        assert_eq!(c.console.secure_cookies, None);
+        let mut proxied = e.clone();
+        proxied.insert("ODGW_CONSOLE__SECURE_COOKIES".into(), "true".into());
+        let behind_proxy = Config::from_toml_str(&good, &proxied).unwrap();
+        assert_eq!(behind_proxy.console.secure_cookies, Some(true));
         assert_eq!(c.console.reviewer_scope, "odgw:audit");
         assert_eq!(c.console.session_ttl, secs(8 * 3600));
     }

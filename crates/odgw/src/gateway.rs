@@ -833,7 +833,9 @@ fn build_console(
         oidc,
         reviewer_scope: c.reviewer_scope.clone(),
         session_ttl: c.session_ttl.0,
-        secure_cookies: config.server.admin_tls().is_some(),
+        secure_cookies: c
+            .secure_cookies
+            .unwrap_or(config.server.admin_tls().is_some()),
         cookie_key: CookieKey::derive(master)?,
         audit_dir: config.audit.path.clone(),
         audit,
