@@ -568,33 +568,19 @@ struct PatientParams {
 
 async fn patients(State(console): State<Console>, Reviewer(s): Reviewer, req: Request) -> Response {
     let seen = Seen::of(&req);
+    let refuse = |why: &str| {
+        html_response(
+            StatusCode::BAD_REQUEST,
+            html::message("Patient access report", Some(viewer(&s)), why, None),
+        )
+    };
     let patnum = match Query::<PatientParams>::try_from_uri(req.uri()) {
         Ok(Query(p)) if p.patnum.trim().is_empty() => None,
         Ok(Query(p)) => match p.patnum.trim().parse::<u64>() {
             Ok(n) => Some(n),
-            Err(_) => {
-                return html_response(
-                    StatusCode::BAD_REQUEST,
-                    html::message(
-                        "Patient access report",
-                        Some(viewer(&s)),
-                        "patnum must be a number",
-                        None,
-                    ),
-                )
-            }
+            Err(_) => return refuse("patnum must be a number"),
         },
-        Err(_) => {
-            return html_response(
-                StatusCode::BAD_REQUEST,
-                html::message(
-                    "Patient access report",
-                    Some(viewer(&s)),
-                    "the only field is patnum",
-                    None,
-                ),
-            )
-        }
+        Err(_) => return refuse("the only field is patnum"),
     };
     let Some(patnum) = patnum else {
         return html_response(
