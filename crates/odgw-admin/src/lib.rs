@@ -24,10 +24,12 @@ use odgw_core::{
     ClientIp, ErrorCode, GatewayError, Rate, RequestId, Response, SecretString, TenantId,
 };
 use odgw_keystore::{KeyStore, PutOutcome, TenantInput};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 mod audit_routes;
 mod auth;
+mod metrics;
 
 pub use auth::AdminToken;
 
@@ -73,7 +75,6 @@ type Readyz = Arc<
         + Send
         + Sync,
 >;
-type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The response cache in use right now: a reload may replace it (new
 /// `[cache]` settings), and purges must reach the one being served.
@@ -112,7 +113,8 @@ pub struct AdminParts {
     pub token: SecretString,
     pub probe: Arc<dyn TenantProbe>,
     pub readiness: Readyz,
-    pub metrics: MetricsText,
+    /// Every part's metrics, encoded at each `GET /metrics`.
+    pub metrics: Arc<Registry>,
     pub reload: Arc<dyn ConfigReload>,
 }
 
@@ -158,7 +160,7 @@ pub fn router(parts: AdminParts) -> Router {
         .merge(admin)
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(with_request_id))
         .with_state(state)
@@ -576,17 +578,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json(status, &report)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        (state.parts.metrics)(),
-    )
-        .into_response()
 }
 
 async fn not_found(ctx: Ctx, _headers: HeaderMap) -> Response {

@@ -12,6 +12,7 @@
 //! - [`AuditLayer`] (stack position 3) and [`IntentLayer`] (position 10):
 //!   the tower layers that put the log on the request path, fail closed.
 //! - [`query`], [`verify`], [`to_csv_row`]: reading, checking and exporting.
+//! - [`register_metrics`]: `odgw_audit_*`, read at each scrape.
 //!
 //! Layout on disk: `audit-{first seq:020}-{first ts}.jsonl` segments (0600)
 //! in a 0700 directory; lexical order is seq order. Torn tails are kept in
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 mod error;
 mod layer;
+mod metrics;
 mod query;
 mod record;
 mod segment;
@@ -29,6 +31,7 @@ mod writer;
 
 pub use error::AuditError;
 pub use layer::{needs_intent, Audit, AuditLayer, Intent, IntentLayer, CLIENT_CLOSED};
+pub use metrics::register_metrics;
 pub use query::{query, Query, QueryIter};
 pub use record::{
     canonical_json, format_ts, parse_timestamp, sha256_hex, to_csv_header, to_csv_row, AuditRecord,

@@ -12,6 +12,8 @@
 //! - [`required_scope`] / [`check_scope`]: `od:read`, `od:write`, `od:query`.
 //! - [`AuthLayer`] / [`AuthService`]: the tower layer doing all of the above
 //!   for each request, answering 401/403 problem responses itself.
+//! - [`register_metrics`]: `odgw_jwks_*` and `odgw_token_verifications_*`,
+//!   read from the authenticator in use at each scrape.
 //!
 //! A token that verified once is remembered (by its SHA-256) until it
 //! expires, so repeated requests skip the signature check; see `verified`.
@@ -26,6 +28,7 @@ mod authenticator;
 mod error;
 mod jwks;
 mod layer;
+mod metrics;
 mod scope;
 mod settings;
 mod tenant;
@@ -35,6 +38,7 @@ mod verified;
 pub use authenticator::Authenticator;
 pub use error::{AuthError, AuthSetupError};
 pub use layer::{AuthLayer, AuthService};
+pub use metrics::register_metrics;
 pub use scope::{api_path, check_scope, required_scope, SCOPE_QUERY, SCOPE_READ, SCOPE_WRITE};
 pub use settings::{AuthSettings, IssuerSettings, KeySource, SecretBytes};
 pub use tenant::select_tenant;

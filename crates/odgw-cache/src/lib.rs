@@ -8,14 +8,18 @@
 //! - [`CacheLayer`] / [`Cached`] (stack position 8): serves hits without
 //!   spending the tenant's upstream budget, and makes concurrent misses for
 //!   one key share a single upstream call.
+//! - [`register_metrics`]: `odgw_cache_*`, read from the cache in use at
+//!   each scrape.
 //!
 //! Only Open Dental's 200 answers are stored. The tenant is part of every
 //! key: an entry never answers another practice's request.
 
 mod layer;
+mod metrics;
 mod store;
 
 pub use layer::{CacheLayer, Cached};
+pub use metrics::register_metrics;
 /// For `fuzz/` and its corpus replay only.
 #[doc(hidden)]
 pub use store::sorted_query_for_fuzzing;

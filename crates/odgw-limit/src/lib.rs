@@ -20,17 +20,21 @@
 //!   [`LimiterStatus`] tells whether budgets are shared right now or, while
 //!   Redis is unreachable, kept in process or refused with 503
 //!   `limiter_unavailable`.
+//! - [`register_pacing_metrics`] and [`RedisLimits::register_metrics`]:
+//!   `odgw_pacing_waiting` and `odgw_limiter_*`, read at each scrape.
 //!
 //! Every 429 and 503 is made by `odgw_core::GatewayError`, so it carries
 //! problem+json, `Odgw-Error` and `Retry-After` (and a 429 the `RateLimit-*`
 //! headers).
 
 mod cluster;
+mod metrics;
 mod pacer;
 mod pacing;
 mod subject;
 
 pub use cluster::{LimitError, LimiterStatus, OnFailure, RedisLimits, RedisSettings};
+pub use metrics::register_pacing_metrics;
 pub use pacer::{LocalPacer, PaceRejection, Pacer, PacingSettings, Permit, Reason};
 pub use pacing::{
     parse_retry_after, Pacing, PacingLayer, DEFAULT_UPSTREAM_RETRY_AFTER, MAX_UPSTREAM_RETRY_AFTER,

@@ -6,13 +6,7 @@
 //! PostgreSQL key store (whose change feed tells every replica about tenant
 //! changes and cache purges) and one Redis for pacing budgets.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use odgw_cache::ResponseCache;
@@ -21,6 +15,7 @@ use odgw_keystore::{
     CachedKeyStore, Change, ChangeFeed, KeyStore, MasterKey, PgKeyStore, PgSettings, SledKeyStore,
 };
 use odgw_limit::{OnFailure, RedisLimits, RedisSettings};
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, Config, Env, LimitsBackend, OnRedisFailure, StoreBackend};
@@ -117,11 +112,30 @@ pub async fn connect_limits(config: &Config, env: &dyn Env) -> anyhow::Result<Op
 /// How often the Redis health check runs while pacing is shared or not.
 pub const REDIS_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Counts what the change feed applied, for `/metrics`.
-#[derive(Debug, Default)]
+/// Counts what the change feed applied, for `/metrics`. Clones share the
+/// counts.
+#[derive(Debug, Clone, Default)]
 pub struct ChangeCounters {
-    pub applied: AtomicU64,
-    pub resyncs: AtomicU64,
+    applied: Counter,
+    resyncs: Counter,
+}
+
+impl ChangeCounters {
+    /// Registers `odgw_store_changes_applied_total` and
+    /// `odgw_store_resyncs_total` (prometheus-client appends `_total` and a
+    /// full stop to each help text).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "odgw_store_changes_applied",
+            "Changes from the shared key store's feed applied here (tenant changes, purges, resyncs)",
+            self.applied.clone(),
+        );
+        registry.register(
+            "odgw_store_resyncs",
+            "Times the change feed lost contact and this replica dropped every cached key and response",
+            self.resyncs.clone(),
+        );
+    }
 }
 
 /// Applies every change from other replicas (and this one's own, which is
@@ -137,7 +151,7 @@ pub fn spawn_change_applier(
     mut feed: ChangeFeed,
     keys: Arc<CachedKeyStore>,
     cache: impl Fn() -> Option<ResponseCache> + Send + 'static,
-    counters: Arc<ChangeCounters>,
+    counters: ChangeCounters,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -154,13 +168,13 @@ pub fn spawn_change_applier(
                 Change::Resync => {
                     keys.forget_all();
                     cache.purge_all();
-                    counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    counters.resyncs.inc();
                     tracing::info!(
                         "key store change feed resynced: cached keys and responses dropped"
                     );
                 }
             }
-            counters.applied.fetch_add(1, Ordering::Relaxed);
+            counters.applied.inc();
             tracing::debug!(?change, "key store change applied");
         }
     })

@@ -15,16 +15,16 @@ use odgw_core::{
 };
 use tower::{Layer, Service};
 
-use crate::metrics::{Finished, Metrics};
+use crate::metrics::{Finished, RequestMetrics};
 
 /// Inserts the per-request extensions every later layer relies on.
 #[derive(Debug, Clone)]
 pub struct RequestContextLayer {
-    metrics: Metrics,
+    metrics: RequestMetrics,
 }
 
 impl RequestContextLayer {
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: RequestMetrics) -> Self {
         Self { metrics }
     }
 }
@@ -42,7 +42,7 @@ impl<S> Layer<S> for RequestContextLayer {
 #[derive(Debug, Clone)]
 pub struct RequestContext<S> {
     inner: S,
-    metrics: Metrics,
+    metrics: RequestMetrics,
 }
 
 impl<S> Service<Request> for RequestContext<S>

@@ -36,10 +36,7 @@ use std::{
     convert::Infallible,
     future::Future,
     path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, Weak,
-    },
+    sync::{Arc, Mutex, Weak},
     task::{Context, Poll},
     time::Duration,
 };
@@ -52,10 +49,9 @@ use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_console::{oidc::OidcSettings, session::CookieKey, Console, ConsoleSettings};
 use odgw_core::{Request, Response, SecretString, TenantId};
 use odgw_keystore::{CachedKeyStore, ChangeFeed, KeyStore, TenantDefaults};
-use odgw_limit::{
-    LimiterStatus, LocalPacer, Pacer, PacingLayer, PacingSettings, RedisLimits, SubjectLimitLayer,
-};
+use odgw_limit::{LocalPacer, Pacer, PacingLayer, PacingSettings, RedisLimits, SubjectLimitLayer};
 use odgw_proxy::{Forwarder, GuardLayer, HopByHopLayer, UpstreamClient, UpstreamSettings};
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::{
     util::{BoxCloneService, BoxCloneSyncService, Oneshot},
@@ -69,7 +65,7 @@ use crate::{
     config::{self, changed_keys, Config, ConfigErrors, ConfigSource, Env},
     context::RequestContextLayer,
     listener::{serve_listener_tls, ConnectionLimits},
-    metrics::{write_metric, Metrics},
+    metrics::{self, RequestMetrics},
     probe::{Readiness, UpstreamProbe},
     tenant::TenantLayer,
     tls::{self, ReloadableCert, TlsError},
@@ -92,7 +88,8 @@ pub struct Gateway {
     pub store: Arc<dyn KeyStore>,
     pub audit: Arc<FileAuditLog>,
     pub upstream: UpstreamClient,
-    pub metrics: Metrics,
+    /// Every part's metrics, served on the admin listener's `/metrics`.
+    pub metrics: Arc<Registry>,
     /// The audit review console (`/console/` on the admin listener).
     pub console: Console,
     shared: Arc<Shared>,
@@ -132,7 +129,8 @@ struct Core {
     audit_layer: AuditLayer,
     intent_layer: IntentLayer,
     upstream: UpstreamClient,
-    metrics: Metrics,
+    /// Observed by the request-context layer of every runtime's stack.
+    metrics: RequestMetrics,
     developer_key: SecretString,
 }
 
@@ -160,9 +158,10 @@ struct Shared {
     keys: Arc<CachedKeyStore>,
     /// The shared store's change feed until `serve` starts applying it.
     changes: Mutex<Option<ChangeFeed>>,
-    change_counters: Arc<ChangeCounters>,
-    reloads: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
+    change_counters: ChangeCounters,
+    /// Configuration reloads applied, and refused.
+    reloads: Counter,
+    refused: Counter,
 }
 
 impl Shared {
@@ -284,14 +283,13 @@ impl Gateway {
         let write_timeout = config.audit.write_timeout.0;
         let audit_layer = AuditLayer::new(sink.clone(), config.audit.fail_closed, write_timeout);
         let intent_layer = IntentLayer::new(sink, config.audit.fail_closed, write_timeout);
-        let metrics = Metrics::default();
         let core = Core {
             store: store.clone(),
             redis,
             audit_layer,
             intent_layer,
             upstream: upstream.clone(),
-            metrics: metrics.clone(),
+            metrics: RequestMetrics::default(),
             developer_key,
         };
         let console = build_console(&config, env, &master, audit.clone())?;
@@ -307,11 +305,11 @@ impl Gateway {
             tasks: Mutex::new(Vec::new()),
             keys,
             changes: Mutex::new(opened.changes),
-            change_counters: Arc::default(),
-            reloads: Arc::new(AtomicU64::new(0)),
-            refused: Arc::new(AtomicU64::new(0)),
+            change_counters: ChangeCounters::default(),
+            reloads: Counter::default(),
+            refused: Counter::default(),
         });
-        register_collectors(&metrics, &shared, &audit);
+        let metrics = Arc::new(register_metrics(&shared, &audit));
         tracing::info!(
             node = %config.server.node_id,
             store = ?config.store.backend,
@@ -396,7 +394,6 @@ impl Gateway {
             Box::pin(async move { readiness.report().await })
                 as std::pin::Pin<Box<dyn Future<Output = odgw_admin::Readiness> + Send>>
         };
-        let metrics = self.metrics.clone();
         let runtime = self.shared.runtime.clone();
         let admin = odgw_admin::router(AdminParts {
             store: self.store.clone(),
@@ -410,7 +407,7 @@ impl Gateway {
                 runtime: self.shared.runtime.clone(),
             }),
             readiness: Arc::new(readiness),
-            metrics: Arc::new(move || metrics.render()),
+            metrics: self.metrics.clone(),
             reload: Arc::new(self.reloader()),
         });
         // The console's own requests get a request id too (its audit
@@ -685,7 +682,7 @@ impl Reloader {
         let result = self.reload_locked().await;
         match &result {
             Ok(report) => {
-                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                self.shared.reloads.inc();
                 tracing::info!(changed = ?report.changed, "configuration reloaded");
                 if !report.restart_required.is_empty() {
                     tracing::warn!(
@@ -695,7 +692,7 @@ impl Reloader {
                 }
             }
             Err(error) => {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                self.shared.refused.inc();
                 tracing::warn!(%error, "configuration reload refused; the running configuration is unchanged");
             }
         }
@@ -895,183 +892,53 @@ fn issuer_settings(c: &Config) -> anyhow::Result<Vec<IssuerSettings>> {
         .collect()
 }
 
-fn register_collectors(metrics: &Metrics, shared: &Arc<Shared>, audit: &Arc<FileAuditLog>) {
-    // Weak: the metrics live inside every runtime's stack, so a strong
-    // reference back to the runtimes would never be freed.
+/// The registry served on `/metrics`: the gateway composes, each part
+/// registers its own metrics.
+fn register_metrics(shared: &Arc<Shared>, audit: &FileAuditLog) -> Registry {
+    let mut registry = Registry::default();
+    metrics::register_build_info(&mut registry);
+    shared.core.metrics.register_metrics(&mut registry);
+    // The cache, pacer and authenticator are read from the runtime current
+    // at each scrape. A reload that builds a new one restarts its counters
+    // from zero (a counter reset to Prometheus); see each part's docs.
+    // Weak: the registry (held by the admin router) must not keep the
+    // runtimes alive after the gateway is gone.
     let runtime: Weak<ArcSwap<Runtime>> = Arc::downgrade(&shared.runtime);
-    metrics.register(Arc::new(move |out: &mut String| {
-        let Some(runtime) = runtime.upgrade() else {
-            return;
-        };
-        // A reload with new [cache] settings starts a new cache: its
-        // counters start again from zero (a counter reset to Prometheus).
-        let cache = runtime.load().cache.clone();
-        write_metric(
-            out,
-            "odgw_cache_hits_total",
-            "counter",
-            "Cache hits.",
-            cache.hits(),
-        );
-        write_metric(
-            out,
-            "odgw_cache_misses_total",
-            "counter",
-            "Cache misses.",
-            cache.misses(),
-        );
-        write_metric(
-            out,
-            "odgw_cache_entries",
-            "gauge",
-            "Cached responses.",
-            cache.entry_count(),
-        );
-        write_metric(
-            out,
-            "odgw_cache_bytes",
-            "gauge",
-            "Weighted size of the cache in bytes: keys, headers, bodies and a fixed per-entry overhead.",
-            cache.weighted_size(),
-        );
-        let current = runtime.load();
-        write_metric(
-            out,
-            "odgw_pacing_waiting",
-            "gauge",
-            "Requests waiting for their practice's Open Dental budget, all practices.",
-            current.pacer.waiting(),
-        );
-        // A reload builds a new authenticator: these restart from zero too.
-        let (fetches, failures) = current.authenticator.jwks_fetch_counts();
-        write_metric(
-            out,
-            "odgw_jwks_fetches_total",
-            "counter",
-            "JWKS fetches (startup, background refresh, unknown kid).",
-            fetches,
-        );
-        write_metric(
-            out,
-            "odgw_jwks_fetch_failures_total",
-            "counter",
-            "JWKS fetches that failed; the last good keys were kept.",
-            failures,
-        );
-        let (remembered, checked) = current.authenticator.verification_counts();
-        write_metric(
-            out,
-            "odgw_token_verifications_remembered_total",
-            "counter",
-            "Bearer tokens accepted from memory: verified before, unexpired, keys unchanged.",
-            remembered,
-        );
-        write_metric(
-            out,
-            "odgw_token_verifications_checked_total",
-            "counter",
-            "Bearer tokens checked in full (signature and claims), accepted or not.",
-            checked,
-        );
-    }));
-    let audit = audit.clone();
-    let (audit_layer, intent_layer) = (
-        shared.core.audit_layer.clone(),
-        shared.core.intent_layer.clone(),
-    );
-    let redis = shared.core.redis.clone();
+    let current = move || runtime.upgrade().map(|runtime| runtime.load_full());
+    let cache = current.clone();
+    odgw_cache::register_metrics(&mut registry, move || Some(cache()?.cache.clone()));
+    let pacer = current.clone();
+    odgw_limit::register_pacing_metrics(&mut registry, move || Some(pacer()?.pacer.clone()));
+    odgw_auth::register_metrics(&mut registry, move || {
+        Some(current()?.authenticator.clone())
+    });
+    if let Some(redis) = &shared.core.redis {
+        redis.register_metrics(&mut registry);
+    }
     let has_feed = shared
         .changes
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .is_some();
-    let changes = has_feed.then(|| shared.change_counters.clone());
-    metrics.register(Arc::new(move |out: &mut String| {
-        if let Some(redis) = &redis {
-            write_metric(
-                out,
-                "odgw_limiter_degraded",
-                "gauge",
-                "1 while Redis cannot be reached and pacing follows redis.on_failure.",
-                u8::from(redis.status() != LimiterStatus::Shared),
-            );
-            write_metric(
-                out,
-                "odgw_limiter_redis_failures_total",
-                "counter",
-                "Redis operations that failed or timed out.",
-                redis.failures(),
-            );
-        }
-        if let Some(changes) = &changes {
-            write_metric(
-                out,
-                "odgw_store_changes_applied_total",
-                "counter",
-                "Changes from the shared key store's feed applied here (tenant changes, purges, resyncs).",
-                changes.applied.load(Ordering::Relaxed),
-            );
-            write_metric(
-                out,
-                "odgw_store_resyncs_total",
-                "counter",
-                "Times the change feed lost contact and this replica dropped every cached key and response.",
-                changes.resyncs.load(Ordering::Relaxed),
-            );
-        }
-    }));
-    let (reloads, refused) = (shared.reloads.clone(), shared.refused.clone());
-    metrics.register(Arc::new(move |out: &mut String| {
-        write_metric(
-            out,
-            "odgw_config_reloads_total",
-            "counter",
-            "Configuration reloads applied (SIGHUP or POST /admin/v1/reload).",
-            reloads.load(Ordering::Relaxed),
-        );
-        write_metric(
-            out,
-            "odgw_config_reload_failures_total",
-            "counter",
-            "Configuration reloads refused; the running configuration stayed in effect.",
-            refused.load(Ordering::Relaxed),
-        );
-    }));
-    metrics.register(Arc::new(move |out: &mut String| {
-        write_metric(
-            out,
-            "odgw_audit_healthy",
-            "gauge",
-            "1 while audit records are being made durable.",
-            u8::from(audit.is_healthy()),
-        );
-        write_metric(
-            out,
-            "odgw_audit_write_failures_total",
-            "counter",
-            "Audit appends that failed.",
-            audit_layer.failures() + intent_layer.failures(),
-        );
-        write_metric(
-            out,
-            "odgw_audit_batches_total",
-            "counter",
-            "Group-commit batches (one fsync each).",
-            audit.batches(),
-        );
-        write_metric(
-            out,
-            "odgw_audit_records_total",
-            "counter",
-            "Audit records made durable (records / batches = mean batch size).",
-            audit.records(),
-        );
-        write_metric(
-            out,
-            "odgw_audit_write_seconds_total",
-            "counter",
-            "Time spent writing and syncing batches (/ batches = mean write latency).",
-            audit.write_seconds(),
-        );
-    }));
+    if has_feed {
+        shared.change_counters.register_metrics(&mut registry);
+    }
+    // prometheus-client appends `_total` and a full stop to each help text.
+    registry.register(
+        "odgw_config_reloads",
+        "Configuration reloads applied (SIGHUP or POST /admin/v1/reload)",
+        shared.reloads.clone(),
+    );
+    registry.register(
+        "odgw_config_reload_failures",
+        "Configuration reloads refused; the running configuration stayed in effect",
+        shared.refused.clone(),
+    );
+    odgw_audit::register_metrics(
+        &mut registry,
+        audit,
+        &shared.core.audit_layer,
+        &shared.core.intent_layer,
+    );
+    registry
 }

@@ -1,0 +1,130 @@
+//! The audit trail's metrics (`odgw_audit_*`), read at scrape time: whether
+//! records are being made durable, what group commit achieves, and how many
+//! records could not be written.
+
+use std::fmt;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{AuditLayer, AuditSink, FileAuditLog, IntentLayer};
+
+/// Registers `odgw_audit_healthy`, `odgw_audit_write_failures_total` (the
+/// failures of both layers), `odgw_audit_batches_total`,
+/// `odgw_audit_records_total` and `odgw_audit_write_seconds_total` (with
+/// the batches: mean batch size and write latency).
+pub fn register_metrics(
+    registry: &mut Registry,
+    log: &FileAuditLog,
+    audit_layer: &AuditLayer,
+    intent_layer: &IntentLayer,
+) {
+    registry.register_collector(Box::new(AuditMetrics {
+        log: log.clone(),
+        audit_layer: audit_layer.clone(),
+        intent_layer: intent_layer.clone(),
+    }));
+}
+
+#[derive(Debug)]
+struct AuditMetrics {
+    log: FileAuditLog,
+    audit_layer: AuditLayer,
+    intent_layer: IntentLayer,
+}
+
+impl Collector for AuditMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let healthy = ConstGauge::new(u32::from(self.log.is_healthy()));
+        healthy.encode(encoder.encode_descriptor(
+            "odgw_audit_healthy",
+            "1 while audit records are being made durable.",
+            None,
+            healthy.metric_type(),
+        )?)?;
+        // prometheus-client appends `_total` to each counter's name.
+        let failures = self.audit_layer.failures() + self.intent_layer.failures();
+        for (name, help, value) in [
+            (
+                "odgw_audit_write_failures",
+                "Audit appends that failed.",
+                failures,
+            ),
+            (
+                "odgw_audit_batches",
+                "Group-commit batches (one fsync each).",
+                self.log.batches(),
+            ),
+            (
+                "odgw_audit_records",
+                "Audit records made durable (records / batches = mean batch size).",
+                self.log.records(),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let seconds = ConstCounter::new(self.log.write_seconds());
+        seconds.encode(encoder.encode_descriptor(
+            "odgw_audit_write_seconds",
+            "Time spent writing and syncing batches (/ batches = mean write latency).",
+            None,
+            seconds.metric_type(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+    use crate::{AuditSettings, RecordDraft, RecordKind};
+
+    #[tokio::test]
+    async fn exposes_health_batches_records_and_failures() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = FileAuditLog::open(AuditSettings::new(dir.path().to_path_buf()))
+            .await
+            .expect("opens");
+        log.append(RecordDraft::new(RecordKind::Admin))
+            .await
+            .expect("appends");
+        let sink: Arc<dyn AuditSink> = Arc::new(log.clone());
+        let audit_layer = AuditLayer::new(sink.clone(), true, Duration::from_secs(5));
+        let intent_layer = IntentLayer::new(sink, true, Duration::from_secs(5));
+        let mut registry = Registry::default();
+        register_metrics(&mut registry, &log, &audit_layer, &intent_layer);
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).expect("encodes");
+        for line in [
+            "# HELP odgw_audit_healthy 1 while audit records are being made durable.",
+            "# TYPE odgw_audit_healthy gauge",
+            "odgw_audit_healthy 1",
+            "# TYPE odgw_audit_write_failures_total counter",
+            "odgw_audit_write_failures_total 0",
+            "odgw_audit_batches_total 1",
+            "odgw_audit_records_total 1",
+            "# TYPE odgw_audit_write_seconds_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let seconds: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("odgw_audit_write_seconds_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("a number");
+        assert!(seconds >= 0.0, "{text}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The authenticator's metrics (`odgw_jwks_*`, `odgw_token_verifications_*`),
+//! read at scrape time from whichever [`Authenticator`] is in use then.
+
+use std::fmt;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::counter::ConstCounter,
+    registry::Registry,
+};
+
+use crate::Authenticator;
+
+/// Registers `odgw_jwks_fetches_total`, `odgw_jwks_fetch_failures_total`,
+/// `odgw_token_verifications_remembered_total` and
+/// `odgw_token_verifications_checked_total`.
+///
+/// `current` answers the authenticator in use at each scrape: a reload
+/// builds a new one, whose counters start again from zero. `None` (the
+/// gateway is gone) exposes nothing.
+pub fn register_metrics<F>(registry: &mut Registry, current: F)
+where
+    F: Fn() -> Option<Authenticator> + Send + Sync + 'static,
+{
+    registry.register_collector(Box::new(AuthMetrics { current }));
+}
+
+struct AuthMetrics<F> {
+    current: F,
+}
+
+impl<F> fmt::Debug for AuthMetrics<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthMetrics").finish_non_exhaustive()
+    }
+}
+
+impl<F> Collector for AuthMetrics<F>
+where
+    F: Fn() -> Option<Authenticator> + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(authenticator) = (self.current)() else {
+            return Ok(());
+        };
+        let (fetches, failures) = authenticator.jwks_fetch_counts();
+        let (remembered, checked) = authenticator.verification_counts();
+        // prometheus-client appends `_total` to each name.
+        for (name, help, value) in [
+            (
+                "odgw_jwks_fetches",
+                "JWKS fetches (startup, background refresh, unknown kid).",
+                fetches,
+            ),
+            (
+                "odgw_jwks_fetch_failures",
+                "JWKS fetches that failed; the last good keys were kept.",
+                failures,
+            ),
+            (
+                "odgw_token_verifications_remembered",
+                "Bearer tokens accepted from memory: verified before, unexpired, keys unchanged.",
+                remembered,
+            ),
+            (
+                "odgw_token_verifications_checked",
+                "Bearer tokens checked in full (signature and claims), accepted or not.",
+                checked,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+    use crate::{Algorithm, AuthSettings, IssuerSettings, KeySource, SecretBytes};
+
+    fn render(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, registry).expect("encodes");
+        text
+    }
+
+    #[tokio::test]
+    async fn exposes_the_current_authenticator_and_nothing_once_it_is_gone() {
+        let authenticator = Authenticator::new(
+            AuthSettings::default(),
+            vec![IssuerSettings {
+                issuer: "https://idp.example".into(),
+                audiences: vec!["odgw".into()],
+                algorithms: vec![Algorithm::HS256],
+                keys: KeySource::HmacSecret(SecretBytes::new(vec![7; 32])),
+            }],
+        )
+        .await
+        .expect("valid settings");
+        let current = Arc::new(Mutex::new(Some(authenticator)));
+        let mut registry = Registry::default();
+        let read = current.clone();
+        register_metrics(&mut registry, move || {
+            read.lock().expect("not poisoned").clone()
+        });
+        let text = render(&registry);
+        for line in [
+            "# HELP odgw_jwks_fetches_total JWKS fetches (startup, background refresh, unknown kid).",
+            "# TYPE odgw_jwks_fetches_total counter",
+            "odgw_jwks_fetches_total 0",
+            "odgw_jwks_fetch_failures_total 0",
+            "# TYPE odgw_token_verifications_remembered_total counter",
+            "odgw_token_verifications_remembered_total 0",
+            "odgw_token_verifications_checked_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        *current.lock().expect("not poisoned") = None;
+        assert_eq!(render(&registry), "");
+    }
+}

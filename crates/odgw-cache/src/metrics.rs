@@ -1,0 +1,123 @@
+//! The cache's metrics (`odgw_cache_*`), read at scrape time from whichever
+//! [`ResponseCache`] is in use then.
+
+use std::fmt;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::ResponseCache;
+
+/// Registers `odgw_cache_hits_total`, `odgw_cache_misses_total`,
+/// `odgw_cache_entries` and `odgw_cache_bytes`.
+///
+/// `current` answers the cache in use at each scrape: a reload with new
+/// `[cache]` settings starts a new cache, whose counters start again from
+/// zero (a counter reset to Prometheus). `None` (the gateway is gone)
+/// exposes nothing.
+pub fn register_metrics<F>(registry: &mut Registry, current: F)
+where
+    F: Fn() -> Option<ResponseCache> + Send + Sync + 'static,
+{
+    registry.register_collector(Box::new(CacheMetrics { current }));
+}
+
+struct CacheMetrics<F> {
+    current: F,
+}
+
+impl<F> fmt::Debug for CacheMetrics<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheMetrics").finish_non_exhaustive()
+    }
+}
+
+impl<F> Collector for CacheMetrics<F>
+where
+    F: Fn() -> Option<ResponseCache> + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(cache) = (self.current)() else {
+            return Ok(());
+        };
+        let hits = ConstCounter::new(cache.hits());
+        hits.encode(encoder.encode_descriptor(
+            "odgw_cache_hits",
+            "Cache hits.",
+            None,
+            hits.metric_type(),
+        )?)?;
+        let misses = ConstCounter::new(cache.misses());
+        misses.encode(encoder.encode_descriptor(
+            "odgw_cache_misses",
+            "Cache misses.",
+            None,
+            misses.metric_type(),
+        )?)?;
+        let entries = ConstGauge::new(cache.entry_count());
+        entries.encode(encoder.encode_descriptor(
+            "odgw_cache_entries",
+            "Cached responses.",
+            None,
+            entries.metric_type(),
+        )?)?;
+        let bytes = ConstGauge::new(cache.weighted_size());
+        bytes.encode(encoder.encode_descriptor(
+            "odgw_cache_bytes",
+            "Weighted size of the cache in bytes: keys, headers, bodies and a fixed per-entry overhead.",
+            None,
+            bytes.metric_type(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+    use crate::CacheSettings;
+
+    fn render(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn exposes_the_current_cache_and_nothing_once_it_is_gone() {
+        let settings = CacheSettings {
+            routes: vec!["/api/v1/definitions".into()],
+            ttl: Duration::from_secs(60),
+            max_size: 1 << 20,
+        };
+        let cache = std::sync::Arc::new(std::sync::Mutex::new(Some(ResponseCache::new(settings))));
+        let mut registry = Registry::default();
+        let current = cache.clone();
+        register_metrics(&mut registry, move || {
+            current.lock().expect("not poisoned").clone()
+        });
+        let text = render(&registry);
+        for line in [
+            "# HELP odgw_cache_hits_total Cache hits.",
+            "# TYPE odgw_cache_hits_total counter",
+            "odgw_cache_hits_total 0",
+            "# TYPE odgw_cache_misses_total counter",
+            "odgw_cache_misses_total 0",
+            "# TYPE odgw_cache_entries gauge",
+            "odgw_cache_entries 0",
+            "# HELP odgw_cache_bytes Weighted size of the cache in bytes: keys, headers, bodies and a fixed per-entry overhead.",
+            "odgw_cache_bytes 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        *cache.lock().expect("not poisoned") = None;
+        assert_eq!(render(&registry), "");
+    }
+}

@@ -1,0 +1,127 @@
+//! The limiter's metrics: `odgw_pacing_waiting` from whichever [`Pacer`] is
+//! in use at scrape time, and `odgw_limiter_*` from [`RedisLimits`].
+
+use std::{fmt, sync::Arc};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{LimiterStatus, Pacer, RedisLimits};
+
+/// Registers `odgw_pacing_waiting`: requests of all practices waiting for
+/// their Open Dental budget right now.
+///
+/// `current` answers the pacer in use at each scrape (a reload with a new
+/// `queue_depth` builds a new one). `None` (the gateway is gone) exposes
+/// nothing.
+pub fn register_pacing_metrics<F>(registry: &mut Registry, current: F)
+where
+    F: Fn() -> Option<Arc<dyn Pacer>> + Send + Sync + 'static,
+{
+    registry.register_collector(Box::new(PacingMetrics { current }));
+}
+
+struct PacingMetrics<F> {
+    current: F,
+}
+
+impl<F> fmt::Debug for PacingMetrics<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacingMetrics").finish_non_exhaustive()
+    }
+}
+
+impl<F> Collector for PacingMetrics<F>
+where
+    F: Fn() -> Option<Arc<dyn Pacer>> + Send + Sync + 'static,
+{
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(pacer) = (self.current)() else {
+            return Ok(());
+        };
+        let waiting = ConstGauge::new(pacer.waiting());
+        waiting.encode(encoder.encode_descriptor(
+            "odgw_pacing_waiting",
+            "Requests waiting for their practice's Open Dental budget, all practices.",
+            None,
+            waiting.metric_type(),
+        )?)
+    }
+}
+
+impl RedisLimits {
+    /// Registers `odgw_limiter_degraded` (1 while Redis cannot be reached)
+    /// and `odgw_limiter_redis_failures_total`, read at each scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(RedisMetrics {
+            limits: self.clone(),
+        }));
+    }
+}
+
+#[derive(Debug)]
+struct RedisMetrics {
+    limits: RedisLimits,
+}
+
+impl Collector for RedisMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let degraded = ConstGauge::new(u32::from(self.limits.status() != LimiterStatus::Shared));
+        degraded.encode(encoder.encode_descriptor(
+            "odgw_limiter_degraded",
+            "1 while Redis cannot be reached and pacing follows redis.on_failure.",
+            None,
+            degraded.metric_type(),
+        )?)?;
+        // prometheus-client appends `_total`.
+        let failures = ConstCounter::new(self.limits.failures());
+        failures.encode(encoder.encode_descriptor(
+            "odgw_limiter_redis_failures",
+            "Redis operations that failed or timed out.",
+            None,
+            failures.metric_type(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+    use crate::{LocalPacer, PacingSettings};
+
+    fn render(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn exposes_the_current_pacer_and_nothing_once_it_is_gone() {
+        let pacer: Arc<dyn Pacer> = Arc::new(LocalPacer::new(PacingSettings {
+            queue_timeout: std::time::Duration::from_secs(1),
+            queue_depth: 4,
+        }));
+        let current = Arc::new(Mutex::new(Some(pacer)));
+        let mut registry = Registry::default();
+        let read = current.clone();
+        register_pacing_metrics(&mut registry, move || {
+            read.lock().expect("not poisoned").clone()
+        });
+        assert_eq!(
+            render(&registry),
+            "# HELP odgw_pacing_waiting Requests waiting for their practice's Open Dental budget, all practices.\n\
+             # TYPE odgw_pacing_waiting gauge\n\
+             odgw_pacing_waiting 0\n"
+        );
+        *current.lock().expect("not poisoned") = None;
+        assert_eq!(render(&registry), "");
+    }
+}
