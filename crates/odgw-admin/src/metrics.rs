@@ -15,7 +15,10 @@ use axum::{
     response::IntoResponse,
 };
 use odgw_core::{ErrorCode, Response};
-use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::{
+    encoding::{prometheus_text, text},
+    registry::Registry,
+};
 
 use crate::{AppState, Ctx};
 
@@ -79,19 +82,9 @@ pub(crate) async fn metrics(
     ctx: Ctx,
     headers: HeaderMap,
 ) -> Response {
-    let format = Format::negotiate(headers.get(header::ACCEPT));
-    let registry = &state.parts.metrics;
-    let mut body = String::new();
-    let encoded = match format {
-        Format::Prometheus => prometheus_text::encode(&mut body, registry),
-        Format::OpenMetrics => text::encode(&mut body, registry),
-    };
-    match encoded {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            )],
+    match exposition(&state.parts.metrics, headers.get(header::ACCEPT)) {
+        Ok((content_type, body)) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
             body,
         )
             .into_response(),
@@ -103,8 +96,25 @@ pub(crate) async fn metrics(
     }
 }
 
+/// The registry encoded in the format `accept` asks for, with its content
+/// type.
+fn exposition(
+    registry: &Registry,
+    accept: Option<&HeaderValue>,
+) -> Result<(&'static str, String), std::fmt::Error> {
+    let format = Format::negotiate(accept);
+    let mut body = String::new();
+    match format {
+        Format::Prometheus => prometheus_text::encode(&mut body, registry)?,
+        Format::OpenMetrics => text::encode(&mut body, registry)?,
+    }
+    Ok((format.content_type(), body))
+}
+
 #[cfg(test)]
 mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
     use super::*;
 
     fn negotiate(accept: &str) -> Format {
@@ -146,14 +156,31 @@ mod tests {
     }
 
     #[test]
-    fn each_format_has_its_content_type() {
+    fn each_format_is_served_with_its_content_type() {
+        let mut registry = Registry::default();
+        let requests: Counter = Counter::default();
+        requests.inc();
+        registry.register("odgw_requests", "Requests", requests);
+        let (content_type, body) = exposition(&registry, None).expect("encodes");
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         assert_eq!(
-            Format::Prometheus.content_type(),
-            "text/plain; version=0.0.4; charset=utf-8"
+            body,
+            "# HELP odgw_requests_total Requests.\n\
+             # TYPE odgw_requests_total counter\n\
+             odgw_requests_total 1\n"
+        );
+        let accept = HeaderValue::from_static("application/openmetrics-text;version=1.0.0");
+        let (content_type, body) = exposition(&registry, Some(&accept)).expect("encodes");
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
         assert_eq!(
-            Format::OpenMetrics.content_type(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            body,
+            "# HELP odgw_requests Requests.\n\
+             # TYPE odgw_requests counter\n\
+             odgw_requests_total 1\n\
+             # EOF\n"
         );
     }
 }
