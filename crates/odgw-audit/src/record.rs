@@ -651,4 +651,85 @@ mod tests {
         assert_eq!(plain.split(',').count(), 21);
         assert!(plain.ends_with(&sample().hash));
     }
+
+    /// Every field set, with values that need JSON escaping and CSV quoting,
+    /// and the largest numbers.
+    fn full_draft() -> RecordDraft {
+        RecordDraft {
+            kind: RecordKind::Admin,
+            request_id: Some("req \"1\"\\ <b>&".into()),
+            tenant: Some("clinic-é日本😀".into()),
+            subject: Some("line\nbreak\ttab\r\u{1}\u{7f}\u{2028}".into()),
+            issuer: Some("https://idp.example.com/".into()),
+            client_ip: Some("2001:db8::1".into()),
+            method: Some("PATCH".into()),
+            path: Some("/api/v1/patients/11,12".into()),
+            query: Some("a=1&b=\"x\",y".into()),
+            status: Some(u16::MAX),
+            upstream_status: Some(0),
+            outcome: Some("forwarded".into()),
+            error_code: Some("upstream_unavailable".into()),
+            duration_ms: Some(u64::MAX),
+            upstream_ms: Some(0),
+            action: Some("tenant.put".into()),
+            target: Some("clinic-7".into()),
+        }
+    }
+
+    /// The exact bytes (line, canonical JSON, `Serialize`, CSV) and hashes of
+    /// a record with every field set and of one with none, as written by
+    /// the hand-written serializer this crate had before the fields were
+    /// spelled once: segments written then must still verify.
+    #[test]
+    fn bytes_are_pinned_for_a_full_and_a_minimal_record() {
+        let full_ts = "2026-11-27T20:40:39.123Z";
+        let minimal_ts = "2026-01-02T03:04:05.000Z";
+        let cases = [
+            (
+                full_draft(),
+                u64::MAX,
+                full_ts,
+                "ab".repeat(32),
+                FULL_LINE,
+                FULL_CSV,
+                "0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634",
+            ),
+            (
+                RecordDraft::new(RecordKind::Intent),
+                1,
+                minimal_ts,
+                GENESIS_HASH.to_owned(),
+                MINIMAL_LINE,
+                MINIMAL_CSV,
+                "04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9",
+            ),
+        ];
+        for (draft, seq, ts, prev_hash, line, csv, hash) in cases {
+            let record = AuditRecord::from_draft(draft.clone(), seq, ts.into(), prev_hash.clone());
+            assert_eq!(record.hash, hash);
+            assert_eq!(record.compute_hash(), hash);
+            assert_eq!(record.to_line(), line);
+            // The canonical JSON is the line without `,"hash":"…"` and newline.
+            let canonical = format!("{}}}", line.split(",\"hash\":").next().unwrap());
+            assert_eq!(canonical_json(&record), canonical);
+            assert_eq!(sha256_hex(canonical.as_bytes()), hash);
+            assert_eq!(serde_json::to_string(&record).unwrap(), line.trim_end());
+            assert_eq!(to_csv_row(&record), csv);
+            // The writer's path: members serialized by the caller, sealed later.
+            let mut sealed = Vec::new();
+            let sealed_hash = seal_into(&mut sealed, seq, ts, &draft.to_members(), &prev_hash);
+            assert_eq!(sealed_hash, hash);
+            assert_eq!(String::from_utf8(sealed).unwrap(), line);
+            // And read back.
+            let back: AuditRecord = serde_json::from_str(line).unwrap();
+            assert_eq!(back, record);
+        }
+        assert_eq!(to_csv_header(), CSV_HEADER);
+    }
+
+    const FULL_LINE: &str = "{\"seq\":18446744073709551615,\"ts\":\"2026-11-27T20:40:39.123Z\",\"kind\":\"admin\",\"request_id\":\"req \\\"1\\\"\\\\ <b>&\",\"tenant\":\"clinic-é日本😀\",\"subject\":\"line\\nbreak\\ttab\\r\\u0001\u{7f}\u{2028}\",\"issuer\":\"https://idp.example.com/\",\"client_ip\":\"2001:db8::1\",\"method\":\"PATCH\",\"path\":\"/api/v1/patients/11,12\",\"query\":\"a=1&b=\\\"x\\\",y\",\"status\":65535,\"upstream_status\":0,\"outcome\":\"forwarded\",\"error_code\":\"upstream_unavailable\",\"duration_ms\":18446744073709551615,\"upstream_ms\":0,\"action\":\"tenant.put\",\"target\":\"clinic-7\",\"prev_hash\":\"abababababababababababababababababababababababababababababababab\",\"hash\":\"0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634\"}\n";
+    const FULL_CSV: &str = "18446744073709551615,2026-11-27T20:40:39.123Z,admin,\"req \"\"1\"\"\\ <b>&\",clinic-é日本😀,\"line\nbreak\ttab\r\u{1}\u{7f}\u{2028}\",https://idp.example.com/,2001:db8::1,PATCH,\"/api/v1/patients/11,12\",\"a=1&b=\"\"x\"\",y\",65535,0,forwarded,upstream_unavailable,18446744073709551615,0,tenant.put,clinic-7,abababababababababababababababababababababababababababababababab,0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634";
+    const MINIMAL_LINE: &str = "{\"seq\":1,\"ts\":\"2026-01-02T03:04:05.000Z\",\"kind\":\"intent\",\"request_id\":null,\"tenant\":null,\"subject\":null,\"issuer\":null,\"client_ip\":null,\"method\":null,\"path\":null,\"query\":null,\"status\":null,\"upstream_status\":null,\"outcome\":null,\"error_code\":null,\"duration_ms\":null,\"upstream_ms\":null,\"action\":null,\"target\":null,\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"hash\":\"04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9\"}\n";
+    const MINIMAL_CSV: &str = "1,2026-01-02T03:04:05.000Z,intent,,,,,,,,,,,,,,,,,0000000000000000000000000000000000000000000000000000000000000000,04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9";
+    const CSV_HEADER: &str = "seq,ts,kind,request_id,tenant,subject,issuer,client_ip,method,path,query,status,upstream_status,outcome,error_code,duration_ms,upstream_ms,action,target,prev_hash,hash";
 }
