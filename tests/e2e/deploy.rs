@@ -4,9 +4,10 @@
 //! key, metric, CLI flag or port breaks a test here rather than a deployment:
 //! - the TOML configs load through `odgw::config::Config` (shape, unknown keys,
 //!   units, and the semantic checks with secrets supplied by env);
-//! - the Kubernetes, Prometheus and rule-test YAML parse (with the small YAML
-//!   subset parser below, cross-checked against PyYAML when it is installed)
-//!   and have the kinds, fields and cross-references they need;
+//! - the Kubernetes, Prometheus and rule-test YAML parse (with serde_yaml,
+//!   refusing what YAML readers disagree on, see [`yaml`], and cross-checked
+//!   against PyYAML when it is installed) and have the kinds, fields and
+//!   cross-references they need;
 //! - the systemd unit has its sections, hardening and credentials, its
 //!   `ExecStart` parses with odgw's own CLI, and `systemd-analyze verify`
 //!   accepts it when systemd-analyze is installed;
@@ -1383,7 +1384,7 @@ json.dump(docs, sys.stdout)\n";
         let theirs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             ours, theirs,
-            "deploy/{file}: the subset parser and PyYAML disagree"
+            "deploy/{file}: serde_yaml and PyYAML disagree"
         );
     }
 }
@@ -1420,505 +1421,146 @@ fn readme_documents_every_deploy_file() {
     }
 }
 
-// ---------------------------------------------------------------- the YAML subset
+// ---------------------------------------------------------------- YAML reading
 
 #[test]
-fn yaml_subset_parser_handles_and_rejects_what_it_should() {
+fn yaml_reader_handles_and_rejects_what_it_should() {
     let v = yaml::parse(
-        "# c\na: 1\nb:\n  - x\n  - k: v\n    n: -2\nc: \"q # not a comment\"  # comment\nd: [\"A\", b]\ne: |\n  one\n\n  two\nf: >-\n  x\n  y\ng: 0.5\nh: ~\ni: {}\nj: 'it''s'\nk:\n- compact\n---\nz: true\n",
+        "# c\na: 1\nb:\n  - x\n  - k: v\n    num: -2\nc: \"q # not a comment\"  # comment\nd: [\"A\", b]\ne: |\n  one\n\n  two\nf: >-\n  x\n  y\ng: 0.5\nh: ~\ni: {}\nj: 'it''s'\nk:\n- compact\nl: \"yes\"\nm: '1:30'\n---\nz: true\n---\n# an empty document\n",
     )
     .unwrap();
     assert_eq!(
         v,
         [
-            json!({"a": 1, "b": ["x", {"k": "v", "n": -2}], "c": "q # not a comment",
+            json!({"a": 1, "b": ["x", {"k": "v", "num": -2}], "c": "q # not a comment",
                    "d": ["A", "b"], "e": "one\n\ntwo\n", "f": "x y", "g": 0.5, "h": null,
-                   "i": {}, "j": "it's", "k": ["compact"]}),
+                   "i": {}, "j": "it's", "k": ["compact"], "l": "yes", "m": "1:30"}),
             json!({"z": true}),
         ]
     );
     for bad in [
-        "a: 1\n  b: 2\n", // stray indentation
-        "a: 1\na: 2\n",   // duplicate key
-        "a:\n\t- x\n",    // tab indentation
-        "a: yes\n",       // YAML 1.1 boolean: ambiguous
-        "a: 0700\n",      // octal in YAML 1.1
-        "a: b: c\n",      // nested mapping on one line
-        "a: \"open\n",    // unclosed quote
-        "a: [x, [y]]\n",  // nested flow: unsupported
-        "a: {b: 1}\n",    // flow mapping: unsupported
-        "a: *ref\n",      // alias
-        "- a\nb: 1\n",    // sequence then mapping at top level
+        "a: 1\n  b: 2\n",                   // stray indentation
+        "a: 1\na: 2\n",                     // duplicate key
+        "a:\n\t- x\n",                      // tab indentation
+        "a: \"open\n",                      // unclosed quote
+        "a: b: c\n",                        // nested mapping on one line
+        "a: *ref\n",                        // alias of no anchor
+        "- a\nb: 1\n",                      // sequence then mapping at top level
+        "a: yes\n",                         // YAML 1.1 boolean: ambiguous
+        "a: Off\n",                         // the same, capitalised
+        "a: [x, on]\n",                     // the same, in a flow sequence
+        "yes: 1\n",                         // the same, as a key
+        "a: 0700\n",                        // octal in YAML 1.1
+        "a: 1:30\n",                        // sexagesimal in YAML 1.1
+        "a: 2024-05-01\n",                  // a timestamp in YAML 1.1
+        "a: 1_000\n",                       // an integer in YAML 1.1
+        "a: \"yes\"\nb: yes\n",             // quoted once does not excuse plain twice
+        "a: \"yes\"\n---\nb: yes\n",        // nor in another document
+        "a: !custom x\n",                   // tag
+        "base: {x: 1}\nb:\n  <<: {y: 2}\n", // merge key: readers differ
+        "1: one\n",                         // non-string key
+        "[a]: one\n",                       // non-string key
     ] {
         assert!(yaml::parse(bad).is_err(), "accepted {bad:?}");
     }
 }
 
-/// A strict parser for the block-style YAML subset the deploy files use:
-/// mappings, sequences (indented or compact), plain/quoted scalars, flow
-/// sequences of scalars, `{}`, literal/folded block scalars and `---`
-/// documents. Anything else (anchors, tags, flow mappings, multi-line flow
-/// or quoted scalars, YAML 1.1 ambiguities like `yes` or `0700`) is an error,
-/// so the shipped files stay unambiguous for every YAML reader.
+/// Reads the YAML under deploy/ with serde_yaml into `serde_json::Value`s,
+/// and refuses what would not read the same in every YAML reader: tags,
+/// merge keys and non-string keys (which JSON and Kubernetes lack), and plain
+/// scalars that YAML 1.1 readers (PyYAML; the YAML library Kubernetes tools
+/// use) take for booleans, numbers or dates while YAML 1.2 readers (serde_yaml)
+/// take them for strings, such as `yes`, `on`, `0700` or `1:30`: those must be
+/// quoted. serde_yaml itself refuses duplicate keys, tabs in indentation and
+/// unknown aliases. `every_yaml_file_parses_and_agrees_with_pyyaml` also
+/// compares the whole result with PyYAML's where PyYAML is installed.
 pub(crate) mod yaml {
-    use serde_json::{Map, Number, Value};
-
-    #[derive(Debug, Clone, Copy)]
-    struct Line<'a> {
-        no: usize,
-        indent: usize,
-        text: &'a str,
-    }
-
-    impl Line<'_> {
-        fn blank_or_comment(&self) -> bool {
-            self.text.is_empty() || self.text.starts_with('#')
-        }
-    }
+    use serde::Deserialize as _;
+    use serde_json::Value;
+    use serde_yaml::Value as Yaml;
 
     /// Parses every non-empty document.
     pub fn parse(text: &str) -> Result<Vec<Value>, String> {
         let mut docs = Vec::new();
-        let mut current = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            if raw == "---" || raw.starts_with("--- #") {
-                docs.push(std::mem::take(&mut current));
-                continue;
+        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let doc =
+                Yaml::deserialize(document).map_err(|e| format!("document {}: {e}", i + 1))?;
+            if !doc.is_null() {
+                docs.push(doc);
             }
-            let text = raw.trim_start_matches(' ');
-            let indent = raw.len() - text.len();
-            if text.starts_with('\t') && !text.trim().is_empty() {
-                return Err(format!("line {}: tab in indentation", i + 1));
-            }
-            current.push(Line {
-                no: i + 1,
-                indent,
-                text: text.trim_end(),
-            });
         }
-        docs.push(current);
-        let mut out = Vec::new();
-        for lines in docs {
-            let mut p = Parser { lines, pos: 0 };
-            let Some(first) = p.significant() else {
-                continue;
-            };
-            if first.indent != 0 {
+        check_portable(&docs, text)?;
+        docs.iter()
+            .map(|doc| serde_json::to_value(doc).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    /// See the module docs. `text` is the source of `docs`: a string they
+    /// hold that YAML 1.1 reads otherwise must appear quoted there at least
+    /// as many times as they hold it, so no copy of it was written plain.
+    fn check_portable(docs: &[Yaml], text: &str) -> Result<(), String> {
+        let mut strings = Vec::new();
+        for doc in docs {
+            collect(doc, &mut strings)?;
+        }
+        strings.retain(|s| reads_otherwise_in_yaml_1_1(s));
+        strings.sort_unstable();
+        for same in strings.chunk_by(|a, b| a == b) {
+            let s = same[0];
+            let quoted =
+                text.matches(&format!("\"{s}\"")).count() + text.matches(&format!("'{s}'")).count();
+            if quoted < same.len() {
                 return Err(format!(
-                    "line {}: document must start at column 0",
-                    first.no
+                    "{s:?} is read differently by YAML 1.1 readers unless quoted"
                 ));
             }
-            let value = p.node(0)?;
-            if let Some(rest) = p.significant() {
-                return Err(format!("line {}: unexpected content", rest.no));
-            }
-            out.push(value);
         }
-        Ok(out)
+        Ok(())
     }
 
-    struct Parser<'a> {
-        lines: Vec<Line<'a>>,
-        pos: usize,
-    }
-
-    fn is_item(text: &str) -> bool {
-        text == "-" || text.starts_with("- ")
-    }
-
-    impl<'a> Parser<'a> {
-        /// The next line that is not blank or a comment, without consuming it.
-        fn significant(&mut self) -> Option<Line<'a>> {
-            while let Some(line) = self.lines.get(self.pos) {
-                if !line.blank_or_comment() {
-                    return Some(*line);
-                }
-                self.pos += 1;
-            }
-            None
-        }
-
-        fn node(&mut self, indent: usize) -> Result<Value, String> {
-            match self.significant() {
-                Some(line) if is_item(line.text) => self.sequence(indent),
-                Some(_) => self.mapping(indent),
-                None => Ok(Value::Null),
-            }
-        }
-
-        fn mapping(&mut self, indent: usize) -> Result<Value, String> {
-            let mut map = Map::new();
-            while let Some(line) = self.significant() {
-                if line.indent < indent || (line.indent == indent && is_item(line.text)) {
-                    break;
-                }
-                if line.indent > indent {
-                    return Err(format!("line {}: unexpected indentation", line.no));
-                }
-                self.pos += 1;
-                let sep = key_separator(line.text)
-                    .ok_or_else(|| format!("line {}: expected `key: value`", line.no))?;
-                let key = scalar_key(line.text[..sep].trim(), line.no)?;
-                if map.contains_key(&key) {
-                    return Err(format!("line {}: duplicate key {key:?}", line.no));
-                }
-                let value = self.after_key(indent, &line.text[sep + 1..], line.no)?;
-                map.insert(key, value);
-            }
-            Ok(Value::Object(map))
-        }
-
-        fn after_key(&mut self, indent: usize, rest: &str, no: usize) -> Result<Value, String> {
-            let rest = strip_comment(rest).trim();
-            if rest.is_empty() {
-                return match self.significant() {
-                    Some(next) if next.indent > indent => self.node(next.indent),
-                    Some(next) if next.indent == indent && is_item(next.text) => {
-                        self.sequence(indent)
-                    }
-                    _ => Ok(Value::Null),
-                };
-            }
-            if rest.starts_with(['|', '>']) {
-                return self.block_scalar(indent, rest, no);
-            }
-            inline(rest, no)
-        }
-
-        fn sequence(&mut self, indent: usize) -> Result<Value, String> {
-            let mut items = Vec::new();
-            while let Some(line) = self.significant() {
-                if line.indent < indent || !is_item(line.text) {
-                    if line.indent > indent {
-                        return Err(format!("line {}: unexpected indentation", line.no));
-                    }
-                    break;
-                }
-                if line.indent > indent {
-                    return Err(format!("line {}: unexpected indentation", line.no));
-                }
-                let after = &line.text[1..];
-                let content = after.trim_start_matches(' ');
-                let column = indent + 1 + (after.len() - content.len());
-                if content.is_empty() || content.starts_with('#') {
-                    self.pos += 1;
-                    items.push(match self.significant() {
-                        Some(next) if next.indent > indent => self.node(next.indent)?,
-                        _ => Value::Null,
-                    });
-                } else if content.starts_with(['|', '>']) {
-                    self.pos += 1;
-                    items.push(self.block_scalar(
-                        indent,
-                        strip_comment(content).trim(),
-                        line.no,
-                    )?);
-                } else if is_item(content) || key_separator(content).is_some() {
-                    // `- key: value` opens a mapping (or `- - x` a sequence)
-                    // whose column is that of its first key.
-                    self.lines[self.pos] = Line {
-                        no: line.no,
-                        indent: column,
-                        text: content,
-                    };
-                    items.push(self.node(column)?);
-                } else {
-                    self.pos += 1;
-                    items.push(inline(strip_comment(content).trim(), line.no)?);
+    /// Every string scalar of `node`, keys included; errors on tags, merge
+    /// keys and keys that are not strings.
+    fn collect<'a>(node: &'a Yaml, strings: &mut Vec<&'a str>) -> Result<(), String> {
+        match node {
+            Yaml::String(s) => strings.push(s),
+            Yaml::Sequence(items) => {
+                for item in items {
+                    collect(item, strings)?;
                 }
             }
-            Ok(Value::Array(items))
-        }
-
-        fn block_scalar(
-            &mut self,
-            parent: usize,
-            header: &str,
-            no: usize,
-        ) -> Result<Value, String> {
-            let (folded, chomp) = match header {
-                "|" => (false, ""),
-                "|-" => (false, "-"),
-                "|+" => (false, "+"),
-                ">" => (true, ""),
-                ">-" => (true, "-"),
-                ">+" => (true, "+"),
-                other => {
-                    return Err(format!(
-                        "line {no}: unsupported block scalar header {other:?}"
-                    ))
-                }
-            };
-            let mut lines = Vec::new();
-            while let Some(line) = self.lines.get(self.pos) {
-                if !line.text.is_empty() && line.indent <= parent {
-                    break;
-                }
-                lines.push(*line);
-                self.pos += 1;
-            }
-            let Some(block) = lines.iter().find(|l| !l.text.is_empty()).map(|l| l.indent) else {
-                return Ok(Value::String(String::new()));
-            };
-            let mut body: Vec<String> = Vec::new();
-            for l in &lines {
-                if l.text.is_empty() {
-                    body.push(String::new());
-                } else if l.indent < block {
-                    return Err(format!(
-                        "line {}: block scalar line less indented than its first",
-                        l.no
-                    ));
-                } else {
-                    if folded && l.indent > block {
-                        return Err(format!(
-                            "line {}: more-indented lines in a folded scalar",
-                            l.no
-                        ));
-                    }
-                    body.push(format!("{}{}", " ".repeat(l.indent - block), l.text));
-                }
-            }
-            let trailing = body.iter().rev().take_while(|l| l.is_empty()).count();
-            let content = &body[..body.len() - trailing];
-            if folded && content.first().is_some_and(String::is_empty) {
-                return Err(format!("line {no}: leading blank lines in a folded scalar"));
-            }
-            let mut text = if folded {
-                let mut out = String::new();
-                let mut blanks = 0;
-                for (i, l) in content.iter().enumerate() {
-                    if l.is_empty() {
-                        blanks += 1;
-                        continue;
-                    }
-                    if i > 0 {
-                        if blanks == 0 {
-                            out.push(' ');
-                        } else {
-                            out.push_str(&"\n".repeat(blanks));
+            Yaml::Mapping(map) => {
+                for (key, value) in map {
+                    match key {
+                        Yaml::String(k) if k == "<<" => {
+                            return Err("merge keys (`<<`) are not read alike".to_owned())
                         }
+                        Yaml::String(k) => strings.push(k),
+                        other => return Err(format!("keys must be strings, got {other:?}")),
                     }
-                    blanks = 0;
-                    out.push_str(l);
+                    collect(value, strings)?;
                 }
-                out
-            } else {
-                content.join("\n")
-            };
-            match chomp {
-                "-" => {}
-                "+" => text.push_str(&"\n".repeat(trailing + 1)),
-                _ if !content.is_empty() => text.push('\n'),
-                _ => {}
             }
-            Ok(Value::String(text))
+            Yaml::Tagged(tagged) => return Err(format!("tags are not allowed: {}", tagged.tag)),
+            Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) => {}
         }
+        Ok(())
     }
 
-    /// Byte offset of the `:` that ends a mapping key, outside quotes and
-    /// before any comment.
-    fn key_separator(text: &str) -> Option<usize> {
-        let bytes = text.as_bytes();
-        let mut quote: Option<u8> = None;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            match quote {
-                Some(b'"') if b == b'\\' => i += 1,
-                Some(q) if b == q => quote = None,
-                Some(_) => {}
-                None if (b == b'"' || b == b'\'') && i == 0 => quote = Some(b),
-                None if b == b'#' && (i == 0 || bytes[i - 1] == b' ') => return None,
-                None if b == b':' && (i + 1 == bytes.len() || bytes[i + 1] == b' ') => {
-                    return Some(i)
-                }
-                None => {}
-            }
-            i += 1;
+    /// Whether a YAML 1.1 reader takes `s`, written plain, for something
+    /// other than this string: its booleans (`yes`, `On`, `n`, ...), nulls,
+    /// and anything that starts like a number and holds only number, date
+    /// and time characters (`0700`, `1:30`, `1_000`, `2024-05-01`, `1e3`).
+    fn reads_otherwise_in_yaml_1_1(s: &str) -> bool {
+        const WORDS: [&str; 11] = [
+            "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "",
+        ];
+        if WORDS.contains(&s.to_ascii_lowercase().as_str()) {
+            return true;
         }
-        None
-    }
-
-    /// Drops a trailing ` # comment`, respecting quotes that open a token.
-    fn strip_comment(text: &str) -> &str {
-        let bytes = text.as_bytes();
-        let mut quote: Option<u8> = None;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let prev = if i == 0 { b' ' } else { bytes[i - 1] };
-            match quote {
-                Some(b'"') if b == b'\\' => i += 1,
-                Some(q) if b == q => quote = None,
-                Some(_) => {}
-                None if (b == b'"' || b == b'\'') && matches!(prev, b' ' | b'[' | b',') => {
-                    quote = Some(b)
-                }
-                None if b == b'#' && prev == b' ' => return &text[..i],
-                None => {}
-            }
-            i += 1;
-        }
-        text
-    }
-
-    fn scalar_key(text: &str, no: usize) -> Result<String, String> {
-        match inline(text, no)? {
-            Value::String(s) => Ok(s),
-            other => Err(format!("line {no}: keys must be strings, got {other}")),
-        }
-    }
-
-    fn inline(text: &str, no: usize) -> Result<Value, String> {
-        if let Some(body) = text.strip_prefix('[') {
-            let body = body
-                .strip_suffix(']')
-                .ok_or_else(|| format!("line {no}: flow sequence must close on its line"))?;
-            if body.trim().is_empty() {
-                return Ok(Value::Array(Vec::new()));
-            }
-            return split_flow(body, no)?
-                .into_iter()
-                .map(|item| {
-                    if item.starts_with(['[', '{']) {
-                        Err(format!(
-                            "line {no}: nested flow collections are not supported"
-                        ))
-                    } else {
-                        inline(item, no)
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array);
-        }
-        if text == "{}" {
-            return Ok(Value::Object(Map::new()));
-        }
-        if let Some(body) = text.strip_prefix('"') {
-            return double_quoted(body, no).map(Value::String);
-        }
-        if let Some(body) = text.strip_prefix('\'') {
-            let body = body
-                .strip_suffix('\'')
-                .filter(|b| !b.replace("''", "").contains('\''))
-                .ok_or_else(|| format!("line {no}: bad single-quoted scalar"))?;
-            return Ok(Value::String(body.replace("''", "'")));
-        }
-        plain(text, no)
-    }
-
-    fn split_flow(body: &str, no: usize) -> Result<Vec<&str>, String> {
-        let mut items = Vec::new();
-        let mut quote: Option<char> = None;
-        let mut start = 0;
-        let mut escaped = false;
-        for (i, c) in body.char_indices() {
-            match quote {
-                Some('"') if escaped => escaped = false,
-                Some('"') if c == '\\' => escaped = true,
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None if c == '"' || c == '\'' => quote = Some(c),
-                None if c == ',' => {
-                    items.push(body[start..i].trim());
-                    start = i + 1;
-                }
-                None => {}
-            }
-        }
-        if quote.is_some() {
-            return Err(format!("line {no}: unclosed quote in flow sequence"));
-        }
-        items.push(body[start..].trim());
-        if items.iter().any(|i| i.is_empty()) {
-            return Err(format!("line {no}: empty flow sequence item"));
-        }
-        Ok(items)
-    }
-
-    fn double_quoted(body: &str, no: usize) -> Result<String, String> {
-        let mut out = String::new();
-        let mut chars = body.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => {
-                    return if chars.as_str().trim().is_empty() {
-                        Ok(out)
-                    } else {
-                        Err(format!("line {no}: text after a closing quote"))
-                    };
-                }
-                '\\' => out.push(match chars.next() {
-                    Some('"') => '"',
-                    Some('\\') => '\\',
-                    Some('/') => '/',
-                    Some('n') => '\n',
-                    Some('t') => '\t',
-                    other => return Err(format!("line {no}: unsupported escape \\{other:?}")),
-                }),
-                c => out.push(c),
-            }
-        }
-        Err(format!("line {no}: unclosed double quote"))
-    }
-
-    fn plain(text: &str, no: usize) -> Result<Value, String> {
-        if text.starts_with([
-            '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '%', '@', '`', ',',
-        ]) || text.starts_with("? ")
-            || text.starts_with("- ")
-        {
-            return Err(format!("line {no}: {text:?} needs quoting"));
-        }
-        if text.contains(": ") || text.ends_with(':') {
-            return Err(format!(
-                "line {no}: {text:?}: a mapping cannot start here; quote it"
-            ));
-        }
-        match text {
-            "" | "~" | "null" => return Ok(Value::Null),
-            "true" => return Ok(Value::Bool(true)),
-            "false" => return Ok(Value::Bool(false)),
-            _ => {}
-        }
-        let lower = text.to_ascii_lowercase();
-        if ["yes", "no", "on", "off", "true", "false", "null"].contains(&lower.as_str()) {
-            return Err(format!(
-                "line {no}: {text:?} is ambiguous across YAML versions; quote it"
-            ));
-        }
-        let digits = text.strip_prefix('-').unwrap_or(text);
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            if digits.len() > 1 && digits.starts_with('0') {
-                return Err(format!(
-                    "line {no}: {text:?} reads as octal in YAML 1.1; quote it"
-                ));
-            }
-            return text
-                .parse::<i64>()
-                .map(|n| Value::Number(n.into()))
-                .map_err(|e| format!("line {no}: {e}"));
-        }
-        if let Some((int, frac)) = digits.split_once('.') {
-            let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-            if all_digits(int) && all_digits(frac) {
-                let f: f64 = text.parse().map_err(|e| format!("line {no}: {e}"))?;
-                return Number::from_f64(f)
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("line {no}: bad number"));
-            }
-        }
-        if digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+        digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
             && digits
                 .bytes()
-                .all(|b| b.is_ascii_digit() || b"._:eE+-x".contains(&b))
-        {
-            return Err(format!(
-                "line {no}: {text:?} looks numeric to some YAML readers; quote it"
-            ));
-        }
-        Ok(Value::String(text.to_owned()))
+                .all(|b| b.is_ascii_digit() || b"._:eE+-xXoObB".contains(&b))
     }
 }

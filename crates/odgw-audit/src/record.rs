@@ -1,13 +1,25 @@
 //! The record type, its canonical JSON and hash, and CSV rendering (SPEC §8).
+//!
+//! A record's fields are spelled once, in [`AuditRecord`]: serde derives the
+//! written line from its declaration (fields in that order, `null` for
+//! `None`) and reads lines back with it. The canonical JSON, which the hash
+//! chain covers, is that line without its last member, `hash`. CSV takes its
+//! header and its cells from [`FIELDS`], which tests hold equal to the
+//! derived order. The hashed bytes must never change: existing segments are
+//! verified against them (a test pins them).
+
+use std::sync::LazyLock;
 
 use aws_lc_rs::digest;
-use serde::{ser::SerializeStruct, Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::{format_description::well_known::Rfc3339, macros::format_description, OffsetDateTime};
 
 use crate::AuditError;
 
 /// Every field of a record, in the order SPEC §8 fixes for the written line,
-/// the canonical JSON (which leaves out the last, `hash`) and CSV.
+/// the canonical JSON (which leaves out the last, `hash`) and CSV: the order
+/// of [`AuditRecord`]'s declaration, which serde follows.
 pub const FIELDS: [&str; 21] = [
     "seq",
     "ts",
@@ -62,9 +74,11 @@ impl RecordKind {
 /// One line of the audit trail: SPEC §8's fields, in its order, every one
 /// always present (`null` where it does not apply).
 ///
-/// `Serialize` writes the fields in SPEC order with `hash` last; use
-/// [`canonical_json`] for the hashed form.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `Serialize` writes the line (without its newline): the fields in
+/// declaration order, which is SPEC order, `hash` last. Reordering, renaming
+/// or skipping a field here changes every hash; use [`canonical_json`] for
+/// the hashed form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// 1, 2, 3 … with no gaps, across segments and restarts.
@@ -117,7 +131,11 @@ pub struct AuditRecord {
 ///
 /// Never put bodies, tokens, keys or header values here (the request id is
 /// the one header-derived value SPEC §8 asks for).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Its fields are [`AuditRecord`]'s from `kind` to `target`, with the same
+/// names in the same order, so its `Serialize` writes exactly those members
+/// of the record's line (a test holds the two together).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RecordDraft {
     /// See [`AuditRecord::kind`].
     pub kind: RecordKind,
@@ -164,113 +182,23 @@ impl RecordDraft {
         }
     }
 
-    /// The draft's part of the canonical JSON (see [`Members`]), so the
-    /// caller's task, not the writer thread, pays for serializing it.
+    /// The draft's members of the canonical JSON, `"kind":…` through
+    /// `"target":…`, each followed by a comma, so the caller's task, not the
+    /// writer thread, pays for serializing them. Everything around them
+    /// (`seq`, `ts`, `prev_hash`, `hash`) is only known to the writer, which
+    /// seals the record from these bytes with [`seal_into`].
     pub(crate) fn to_members(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(384);
-        Members::of_draft(self).write(&mut out);
+        json_into(&mut out, self);
+        // `{"kind":…,"target":…}` becomes `"kind":…,"target":…,`.
+        if out.first() == Some(&b'{') {
+            out.remove(0);
+        }
+        if let Some(closing) = out.last_mut() {
+            *closing = b',';
+        }
         out
     }
-}
-
-/// The members of the canonical JSON that a draft fixes: `"kind":…` through
-/// `"target":…`, each followed by a comma. Everything around them (`seq`,
-/// `ts`, `prev_hash`, `hash`) is only known to the writer, so a record is
-/// sealed by [`seal_into`] from these bytes without serializing the draft
-/// again.
-struct Members<'a> {
-    kind: RecordKind,
-    request_id: &'a Option<String>,
-    tenant: &'a Option<String>,
-    subject: &'a Option<String>,
-    issuer: &'a Option<String>,
-    client_ip: &'a Option<String>,
-    method: &'a Option<String>,
-    path: &'a Option<String>,
-    query: &'a Option<String>,
-    status: Option<u16>,
-    upstream_status: Option<u16>,
-    outcome: &'a Option<String>,
-    error_code: &'a Option<String>,
-    duration_ms: Option<u64>,
-    upstream_ms: Option<u64>,
-    action: &'a Option<String>,
-    target: &'a Option<String>,
-}
-
-impl<'a> Members<'a> {
-    fn of_draft(d: &'a RecordDraft) -> Self {
-        Self {
-            kind: d.kind,
-            request_id: &d.request_id,
-            tenant: &d.tenant,
-            subject: &d.subject,
-            issuer: &d.issuer,
-            client_ip: &d.client_ip,
-            method: &d.method,
-            path: &d.path,
-            query: &d.query,
-            status: d.status,
-            upstream_status: d.upstream_status,
-            outcome: &d.outcome,
-            error_code: &d.error_code,
-            duration_ms: d.duration_ms,
-            upstream_ms: d.upstream_ms,
-            action: &d.action,
-            target: &d.target,
-        }
-    }
-
-    fn of_record(r: &'a AuditRecord) -> Self {
-        Self {
-            kind: r.kind,
-            request_id: &r.request_id,
-            tenant: &r.tenant,
-            subject: &r.subject,
-            issuer: &r.issuer,
-            client_ip: &r.client_ip,
-            method: &r.method,
-            path: &r.path,
-            query: &r.query,
-            status: r.status,
-            upstream_status: r.upstream_status,
-            outcome: &r.outcome,
-            error_code: &r.error_code,
-            duration_ms: r.duration_ms,
-            upstream_ms: r.upstream_ms,
-            action: &r.action,
-            target: &r.target,
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        member(out, "kind", &self.kind);
-        member(out, "request_id", self.request_id);
-        member(out, "tenant", self.tenant);
-        member(out, "subject", self.subject);
-        member(out, "issuer", self.issuer);
-        member(out, "client_ip", self.client_ip);
-        member(out, "method", self.method);
-        member(out, "path", self.path);
-        member(out, "query", self.query);
-        member(out, "status", &self.status);
-        member(out, "upstream_status", &self.upstream_status);
-        member(out, "outcome", self.outcome);
-        member(out, "error_code", self.error_code);
-        member(out, "duration_ms", &self.duration_ms);
-        member(out, "upstream_ms", &self.upstream_ms);
-        member(out, "action", self.action);
-        member(out, "target", self.target);
-    }
-}
-
-/// Writes `"name":value,`.
-fn member<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    json_into(out, value);
-    out.push(b',');
 }
 
 fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -301,6 +229,10 @@ pub(crate) fn seal_into(
     hash
 }
 
+/// The canonical JSON around a draft's [`RecordDraft::to_members`]. The
+/// names of the four members that only the writer knows are spelled here a
+/// second time; the pinned-bytes test fails if they drift from
+/// [`AuditRecord`]'s.
 fn write_canonical(out: &mut Vec<u8>, seq: u64, ts: &str, members: &[u8], prev_hash: &str) {
     out.extend_from_slice(b"{\"seq\":");
     json_into(out, &seq);
@@ -351,12 +283,10 @@ impl AuditRecord {
 
     /// The line written to a segment: the full object, `hash` last, newline.
     pub fn to_line(&self) -> String {
-        let mut line = canonical_bytes(self);
-        line.pop();
-        line.extend_from_slice(b",\"hash\":");
-        json_into(&mut line, &self.hash);
-        line.extend_from_slice(b"}\n");
-        // Built only from serde_json output and ASCII punctuation.
+        let mut line = Vec::with_capacity(512);
+        json_into(&mut line, self);
+        line.push(b'\n');
+        // serde_json writes UTF-8.
         String::from_utf8(line).unwrap_or_default()
     }
 
@@ -374,17 +304,19 @@ pub fn canonical_json(record: &AuditRecord) -> String {
     String::from_utf8(canonical_bytes(record)).unwrap_or_default()
 }
 
+/// The record's JSON without its last member, `hash`.
 fn canonical_bytes(record: &AuditRecord) -> Vec<u8> {
-    let mut members = Vec::with_capacity(384);
-    Members::of_record(record).write(&mut members);
-    let mut out = Vec::with_capacity(members.len() + 160);
-    write_canonical(
-        &mut out,
-        record.seq,
-        &record.ts,
-        &members,
-        &record.prev_hash,
-    );
+    let mut out = Vec::with_capacity(512);
+    json_into(&mut out, record);
+    let mut hash_member = b",\"hash\":".to_vec();
+    json_into(&mut hash_member, &record.hash);
+    hash_member.push(b'}');
+    // Always true, `hash` being declared last; were it not, the bytes left
+    // whole would match no hash and verification would say so.
+    if out.ends_with(&hash_member) {
+        out.truncate(out.len() - hash_member.len());
+        out.push(b'}');
+    }
     out
 }
 
@@ -397,38 +329,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     match hex::encode_to_slice(digest.as_ref(), &mut text) {
         Ok(()) => String::from_utf8_lossy(&text).into_owned(),
         Err(_) => hex::encode(digest.as_ref()),
-    }
-}
-
-/// `Serialize` (query output) writes the fields in SPEC order with `hash`
-/// last. The written line and the canonical JSON are built by [`Members`]
-/// and [`seal_into`] instead; a test pins that the two agree.
-impl Serialize for AuditRecord {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self;
-        let mut s = serializer.serialize_struct("AuditRecord", 21)?;
-        s.serialize_field("seq", &r.seq)?;
-        s.serialize_field("ts", &r.ts)?;
-        s.serialize_field("kind", &r.kind)?;
-        s.serialize_field("request_id", &r.request_id)?;
-        s.serialize_field("tenant", &r.tenant)?;
-        s.serialize_field("subject", &r.subject)?;
-        s.serialize_field("issuer", &r.issuer)?;
-        s.serialize_field("client_ip", &r.client_ip)?;
-        s.serialize_field("method", &r.method)?;
-        s.serialize_field("path", &r.path)?;
-        s.serialize_field("query", &r.query)?;
-        s.serialize_field("status", &r.status)?;
-        s.serialize_field("upstream_status", &r.upstream_status)?;
-        s.serialize_field("outcome", &r.outcome)?;
-        s.serialize_field("error_code", &r.error_code)?;
-        s.serialize_field("duration_ms", &r.duration_ms)?;
-        s.serialize_field("upstream_ms", &r.upstream_ms)?;
-        s.serialize_field("action", &r.action)?;
-        s.serialize_field("target", &r.target)?;
-        s.serialize_field("prev_hash", &r.prev_hash)?;
-        s.serialize_field("hash", &r.hash)?;
-        s.end()
     }
 }
 
@@ -454,46 +354,29 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, AuditError> {
         .map_err(|_| AuditError::BadTimestamp(text.to_owned()))
 }
 
-/// The CSV header line (no line ending): SPEC §8's field names in order.
+/// The CSV header line (no line ending): [`FIELDS`], comma-separated.
 pub fn to_csv_header() -> &'static str {
-    "seq,ts,kind,request_id,tenant,subject,issuer,client_ip,method,path,query,status,upstream_status,outcome,error_code,duration_ms,upstream_ms,action,target,prev_hash,hash"
+    static HEADER: LazyLock<String> = LazyLock::new(|| FIELDS.join(","));
+    &HEADER
 }
 
 /// One record as a CSV row (RFC 4180 quoting, no line ending; join rows with
-/// `\r\n`). `null` becomes an empty field. Values are written as recorded —
-/// an audit export must not rewrite data — so open it in a spreadsheet with
-/// care.
+/// `\r\n`): the record's JSON values in [`FIELDS`] order, strings unquoted
+/// unless they need it, numbers as JSON writes them, `null` an empty field.
+/// Values are written as recorded — an audit export must not rewrite data —
+/// so open it in a spreadsheet with care.
 pub fn to_csv_row(r: &AuditRecord) -> String {
-    fn text(v: &Option<String>) -> String {
-        v.as_deref().map(csv_quote).unwrap_or_default()
-    }
-    fn num<T: ToString>(v: &Option<T>) -> String {
-        v.as_ref().map(ToString::to_string).unwrap_or_default()
-    }
-    [
-        r.seq.to_string(),
-        csv_quote(&r.ts),
-        r.kind.as_str().to_owned(),
-        text(&r.request_id),
-        text(&r.tenant),
-        text(&r.subject),
-        text(&r.issuer),
-        text(&r.client_ip),
-        text(&r.method),
-        text(&r.path),
-        text(&r.query),
-        num(&r.status),
-        num(&r.upstream_status),
-        text(&r.outcome),
-        text(&r.error_code),
-        num(&r.duration_ms),
-        num(&r.upstream_ms),
-        text(&r.action),
-        text(&r.target),
-        csv_quote(&r.prev_hash),
-        csv_quote(&r.hash),
-    ]
-    .join(",")
+    // Strings and integers only: serializing cannot fail.
+    let record = serde_json::to_value(r).unwrap_or_default();
+    FIELDS
+        .iter()
+        .map(|name| match &record[*name] {
+            Value::Null => String::new(),
+            Value::String(text) => csv_quote(text),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn csv_quote(value: &str) -> String {
@@ -613,6 +496,49 @@ mod tests {
         assert_eq!(back, expected);
     }
 
+    /// The keys of a JSON object, in the order they are written.
+    fn keys_in_order(json: &str) -> Vec<String> {
+        struct Keys(Vec<String>);
+        impl<'de> Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            keys.push(key);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(Visitor)
+            }
+        }
+        serde_json::from_str::<Keys>(json).unwrap().0
+    }
+
+    /// [`FIELDS`], which the CSV header and rows follow, is the order serde
+    /// writes the record in, and the draft writes the record's members from
+    /// `kind` to `target`, so the sealed line is the record's line.
+    #[test]
+    fn fields_are_the_derived_order_of_the_record_and_the_draft() {
+        let record = sample();
+        assert_eq!(keys_in_order(&record.to_line()), FIELDS);
+        assert_eq!(
+            keys_in_order(&serde_json::to_string(&RecordDraft::default()).unwrap()),
+            FIELDS[2..FIELDS.len() - 2]
+        );
+        assert_eq!(to_csv_header(), FIELDS.join(","));
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         let line = sample().to_line().replacen("{", r#"{"extra":1,"#, 1);
@@ -651,4 +577,85 @@ mod tests {
         assert_eq!(plain.split(',').count(), 21);
         assert!(plain.ends_with(&sample().hash));
     }
+
+    /// Every field set, with values that need JSON escaping and CSV quoting,
+    /// and the largest numbers.
+    fn full_draft() -> RecordDraft {
+        RecordDraft {
+            kind: RecordKind::Admin,
+            request_id: Some("req \"1\"\\ <b>&".into()),
+            tenant: Some("clinic-é日本😀".into()),
+            subject: Some("line\nbreak\ttab\r\u{1}\u{7f}\u{2028}".into()),
+            issuer: Some("https://idp.example.com/".into()),
+            client_ip: Some("2001:db8::1".into()),
+            method: Some("PATCH".into()),
+            path: Some("/api/v1/patients/11,12".into()),
+            query: Some("a=1&b=\"x\",y".into()),
+            status: Some(u16::MAX),
+            upstream_status: Some(0),
+            outcome: Some("forwarded".into()),
+            error_code: Some("upstream_unavailable".into()),
+            duration_ms: Some(u64::MAX),
+            upstream_ms: Some(0),
+            action: Some("tenant.put".into()),
+            target: Some("clinic-7".into()),
+        }
+    }
+
+    /// The exact bytes (line, canonical JSON, `Serialize`, CSV) and hashes of
+    /// a record with every field set and of one with none, as written by
+    /// the hand-written serializer this crate had before the fields were
+    /// spelled once: segments written then must still verify.
+    #[test]
+    fn bytes_are_pinned_for_a_full_and_a_minimal_record() {
+        let full_ts = "2026-11-27T20:40:39.123Z";
+        let minimal_ts = "2026-01-02T03:04:05.000Z";
+        let cases = [
+            (
+                full_draft(),
+                u64::MAX,
+                full_ts,
+                "ab".repeat(32),
+                FULL_LINE,
+                FULL_CSV,
+                "0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634",
+            ),
+            (
+                RecordDraft::new(RecordKind::Intent),
+                1,
+                minimal_ts,
+                GENESIS_HASH.to_owned(),
+                MINIMAL_LINE,
+                MINIMAL_CSV,
+                "04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9",
+            ),
+        ];
+        for (draft, seq, ts, prev_hash, line, csv, hash) in cases {
+            let record = AuditRecord::from_draft(draft.clone(), seq, ts.into(), prev_hash.clone());
+            assert_eq!(record.hash, hash);
+            assert_eq!(record.compute_hash(), hash);
+            assert_eq!(record.to_line(), line);
+            // The canonical JSON is the line without `,"hash":"…"` and newline.
+            let canonical = format!("{}}}", line.split(",\"hash\":").next().unwrap());
+            assert_eq!(canonical_json(&record), canonical);
+            assert_eq!(sha256_hex(canonical.as_bytes()), hash);
+            assert_eq!(serde_json::to_string(&record).unwrap(), line.trim_end());
+            assert_eq!(to_csv_row(&record), csv);
+            // The writer's path: members serialized by the caller, sealed later.
+            let mut sealed = Vec::new();
+            let sealed_hash = seal_into(&mut sealed, seq, ts, &draft.to_members(), &prev_hash);
+            assert_eq!(sealed_hash, hash);
+            assert_eq!(String::from_utf8(sealed).unwrap(), line);
+            // And read back.
+            let back: AuditRecord = serde_json::from_str(line).unwrap();
+            assert_eq!(back, record);
+        }
+        assert_eq!(to_csv_header(), CSV_HEADER);
+    }
+
+    const FULL_LINE: &str = "{\"seq\":18446744073709551615,\"ts\":\"2026-11-27T20:40:39.123Z\",\"kind\":\"admin\",\"request_id\":\"req \\\"1\\\"\\\\ <b>&\",\"tenant\":\"clinic-é日本😀\",\"subject\":\"line\\nbreak\\ttab\\r\\u0001\u{7f}\u{2028}\",\"issuer\":\"https://idp.example.com/\",\"client_ip\":\"2001:db8::1\",\"method\":\"PATCH\",\"path\":\"/api/v1/patients/11,12\",\"query\":\"a=1&b=\\\"x\\\",y\",\"status\":65535,\"upstream_status\":0,\"outcome\":\"forwarded\",\"error_code\":\"upstream_unavailable\",\"duration_ms\":18446744073709551615,\"upstream_ms\":0,\"action\":\"tenant.put\",\"target\":\"clinic-7\",\"prev_hash\":\"abababababababababababababababababababababababababababababababab\",\"hash\":\"0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634\"}\n";
+    const FULL_CSV: &str = "18446744073709551615,2026-11-27T20:40:39.123Z,admin,\"req \"\"1\"\"\\ <b>&\",clinic-é日本😀,\"line\nbreak\ttab\r\u{1}\u{7f}\u{2028}\",https://idp.example.com/,2001:db8::1,PATCH,\"/api/v1/patients/11,12\",\"a=1&b=\"\"x\"\",y\",65535,0,forwarded,upstream_unavailable,18446744073709551615,0,tenant.put,clinic-7,abababababababababababababababababababababababababababababababab,0d5e7f218d215fc59555201df452c86f02b775a5b1af3350181b09b2487f0634";
+    const MINIMAL_LINE: &str = "{\"seq\":1,\"ts\":\"2026-01-02T03:04:05.000Z\",\"kind\":\"intent\",\"request_id\":null,\"tenant\":null,\"subject\":null,\"issuer\":null,\"client_ip\":null,\"method\":null,\"path\":null,\"query\":null,\"status\":null,\"upstream_status\":null,\"outcome\":null,\"error_code\":null,\"duration_ms\":null,\"upstream_ms\":null,\"action\":null,\"target\":null,\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\",\"hash\":\"04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9\"}\n";
+    const MINIMAL_CSV: &str = "1,2026-01-02T03:04:05.000Z,intent,,,,,,,,,,,,,,,,,0000000000000000000000000000000000000000000000000000000000000000,04da781f65667e19167f637379bd0bfd5e252775b6055130ea7adb1017a0ffc9";
+    const CSV_HEADER: &str = "seq,ts,kind,request_id,tenant,subject,issuer,client_ip,method,path,query,status,upstream_status,outcome,error_code,duration_ms,upstream_ms,action,target,prev_hash,hash";
 }

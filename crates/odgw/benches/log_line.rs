@@ -1,32 +1,29 @@
 //! CPU cost of one access-log line (the event `context.rs` emits for every
-//! proxied request) with `--log-format json`: tracing-subscriber's stock
-//! `json().flatten_event(true)` formatter against odgw's `JsonFormat`, both
-//! writing to `io::sink()` so only producing the line is measured. A third
-//! subscriber whose formatter writes nothing gives the cost of the event
-//! dispatch itself (callsite, registry, fmt layer), common to both.
+//! proxied request) with `--log-format json`, formatted by the format
+//! `odgw::logging::json_lines` configures (tracing-subscriber's JSON).
 //!
-//! After the criterion groups, a paired run alternates stock and odgw batches
-//! (swapping which goes first each round) and prints the ratio of their
-//! summed times, which drift in background load affects equally.
+//! - `json`: formatting the line into `io::sink()`, on the caller's thread.
+//! - `json_queued`: what a request pays in the gateway: formatting plus
+//!   queueing the line for tracing-appender's lossless background writer
+//!   (which here writes to `io::sink()`).
+//! - `no_format`: a formatter that writes nothing, giving the cost of the
+//!   event dispatch itself (callsite, registry, fmt layer), common to all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    fmt, io,
-    time::{Duration, Instant},
-};
+use std::{fmt, io};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use odgw::{context::AccessLine, logging::json::JsonFormat};
+use odgw::{context::AccessLine, logging::json_lines};
 use odgw_core::RequestId;
 use tracing::{Dispatch, Event, Level, Subscriber};
+use tracing_appender::non_blocking::NonBlockingBuilder;
 use tracing_subscriber::{
-    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    fmt::{
+        format::{JsonFields, Writer},
+        FmtContext, FormatEvent, FormatFields, MakeWriter,
+    },
     registry::LookupSpan,
 };
-
-/// Events per batch in the paired run, and batch pairs.
-const BATCH: u32 = 20_000;
-const PAIRS: u32 = 30;
 
 /// Writes nothing: what the line costs without formatting.
 struct Nothing;
@@ -41,24 +38,16 @@ where
     }
 }
 
-fn stock() -> Dispatch {
+fn json<W>(writer: W) -> Dispatch
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     Dispatch::new(
         tracing_subscriber::fmt()
-            .with_writer(io::sink)
+            .with_writer(writer)
             .with_max_level(Level::INFO)
-            .json()
-            .flatten_event(true)
-            .finish(),
-    )
-}
-
-fn odgw_json() -> Dispatch {
-    Dispatch::new(
-        tracing_subscriber::fmt()
-            .with_writer(io::sink)
-            .with_max_level(Level::INFO)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(JsonFormat::new())
+            .fmt_fields(JsonFields::new())
+            .event_format(json_lines())
             .finish(),
     )
 }
@@ -114,10 +103,14 @@ fn emit(inputs: &Inputs) {
 
 fn log_line(c: &mut Criterion) {
     let inputs = inputs();
+    // Kept alive for the whole group: dropping it stops the writer thread.
+    let (queued, _guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(io::sink());
     let mut group = c.benchmark_group("access_log_line");
     for (name, dispatch) in [
-        ("stock_json", stock()),
-        ("odgw_json", odgw_json()),
+        ("json", json(io::sink)),
+        ("json_queued", json(queued)),
         ("no_format", nothing()),
     ] {
         tracing::dispatcher::with_default(&dispatch, || {
@@ -127,56 +120,5 @@ fn log_line(c: &mut Criterion) {
     group.finish();
 }
 
-fn batch(dispatch: &Dispatch, inputs: &Inputs) -> Duration {
-    tracing::dispatcher::with_default(dispatch, || {
-        let start = Instant::now();
-        for _ in 0..BATCH {
-            emit(inputs);
-        }
-        start.elapsed()
-    })
-}
-
-fn paired(_: &mut Criterion) {
-    // `cargo test --benches` runs this unoptimised, without `--bench`:
-    // one pair is enough to show it works.
-    let pairs = if std::env::args().any(|arg| arg == "--bench") {
-        PAIRS
-    } else {
-        1
-    };
-    let inputs = inputs();
-    let (stock, ours, none) = (stock(), odgw_json(), nothing());
-    let (mut stock_total, mut our_total, mut none_total) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    for round in 0..pairs {
-        let order: [&Dispatch; 3] = if round % 2 == 0 {
-            [&stock, &ours, &none]
-        } else {
-            [&none, &ours, &stock]
-        };
-        for dispatch in order {
-            let elapsed = batch(dispatch, &inputs);
-            if std::ptr::eq(dispatch, &stock) {
-                stock_total += elapsed;
-            } else if std::ptr::eq(dispatch, &ours) {
-                our_total += elapsed;
-            } else {
-                none_total += elapsed;
-            }
-        }
-    }
-    let events = f64::from(BATCH * pairs);
-    let per = |d: Duration| d.as_nanos() as f64 / events;
-    let (stock_ns, our_ns, none_ns) = (per(stock_total), per(our_total), per(none_total));
-    println!(
-        "paired access-log line ({} events each): stock {stock_ns:.0} ns, odgw {our_ns:.0} ns, \
-         no formatting {none_ns:.0} ns; odgw/stock {:.3}; formatting alone odgw/stock {:.3}",
-        BATCH * pairs,
-        our_ns / stock_ns,
-        (our_ns - none_ns) / (stock_ns - none_ns),
-    );
-}
-
-criterion_group!(benches, log_line, paired);
+criterion_group!(benches, log_line);
 criterion_main!(benches);
