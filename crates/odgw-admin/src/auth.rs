@@ -2,7 +2,7 @@
 
 use aws_lc_rs::digest;
 use axum::{extract::State, middleware::Next};
-use odgw_core::{ErrorCode, GatewayError, RequestId, Response, SecretString};
+use odgw_core::{ErrorCode, GatewayError, RequestContext, Response, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -41,11 +41,10 @@ pub(crate) async fn require_admin(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate);
+    let context = match RequestContext::of(&req, "admin auth") {
+        Ok(context) => context,
+        Err(bug) => return bug.into_response(),
+    };
     let mut values = req.headers().get_all(http::header::AUTHORIZATION).iter();
     let candidate = match (values.next(), values.next()) {
         (Some(value), None) => value
@@ -57,7 +56,7 @@ pub(crate) async fn require_admin(
     match candidate {
         Some(token) if state.token.matches(token) => next.run(req).await,
         _ => GatewayError::new(ErrorCode::Unauthorized, "admin token required")
-            .into_response(&request_id),
+            .into_response(context.id()),
     }
 }
 

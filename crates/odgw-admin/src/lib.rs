@@ -21,7 +21,8 @@ use axum::{
 use odgw_audit::{AuditSink, RecordDraft, RecordKind};
 use odgw_cache::ResponseCache;
 use odgw_core::{
-    ClientIp, ErrorCode, GatewayError, Rate, RequestId, Response, SecretString, TenantId,
+    ClientIp, ErrorCode, GatewayError, Rate, RequestContext, RequestId, Response, SecretString,
+    StackOrderBug, TenantId,
 };
 use odgw_keystore::{KeyStore, PutOutcome, TenantInput};
 use prometheus_client::registry::Registry;
@@ -166,12 +167,18 @@ pub fn router(parts: AdminParts) -> Router {
         .with_state(state)
 }
 
-/// Gives every admin request a [`RequestId`] (and echoes it), as on the data
-/// plane. Public so that routes merged beside the admin API (the console)
+/// Gives every admin request its [`RequestContext`] (and echoes its id in
+/// `X-Request-Id`), as on the data plane. Public so that routes merged beside the admin API (the console)
 /// get the same.
 pub async fn with_request_id(mut req: axum::extract::Request, next: Next) -> Response {
     let id = RequestId::from_client(req.headers().get("x-request-id"));
-    req.extensions_mut().insert(id.clone());
+    let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0).or_else(|| {
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    });
+    req.extensions_mut()
+        .insert(RequestContext::new(id.clone(), client_ip));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
         resp.headers_mut().insert("x-request-id", v);
@@ -185,13 +192,15 @@ pub async fn with_request_id(mut req: axum::extract::Request, next: Next) -> Res
 /// in the middle of the store's flush. The client that left simply never
 /// reads the answer.
 async fn run_to_completion(req: axum::extract::Request, next: Next) -> Response {
-    let request_id = req.extensions().get::<RequestId>().cloned();
+    let context = match RequestContext::of(&req, "admin") {
+        Ok(context) => context,
+        Err(bug) => return bug.into_response(),
+    };
     match tokio::spawn(next.run(req)).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%error, "admin request handler failed");
-            GatewayError::new(ErrorCode::Internal, "internal error")
-                .into_response(&request_id.unwrap_or_else(RequestId::generate))
+            GatewayError::new(ErrorCode::Internal, "internal error").into_response(context.id())
         }
     }
 }
@@ -208,23 +217,16 @@ struct Ctx {
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
-    type Rejection = std::convert::Infallible;
+    type Rejection = Response;
     async fn from_request_parts(
         parts: &mut http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
+        let context = RequestContext::from_extensions(&parts.extensions, "admin")
+            .map_err(StackOrderBug::into_response)?;
         Ok(Ctx {
-            request_id: parts
-                .extensions
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::generate),
-            client_ip: parts.extensions.get::<ClientIp>().map(|c| c.0).or_else(|| {
-                parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip())
-            }),
+            request_id: context.id().clone(),
+            client_ip: context.client_ip(),
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),

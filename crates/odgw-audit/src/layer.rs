@@ -1,19 +1,20 @@
 //! The two tower layers that put audit on the request path.
 //!
-//! - [`AuditLayer`] (stack position 3, outside everything that can answer):
-//!   one `request` record per request, durable before the response is
-//!   released; a request whose client hangs up first is recorded as
-//!   [`CLIENT_CLOSED`].
-//! - [`IntentLayer`] (position 10, just before forwarding): an `intent`
-//!   record for POST, PUT, PATCH and DELETE, durable before Open Dental is
-//!   called, so a write that reaches Open Dental is on record even if odgw
-//!   dies before the response comes back.
+//! - [`AuditLayer`] (outside everything that can answer): one `request`
+//!   record per request, durable before the response is released; a request
+//!   whose client hangs up first is recorded as [`CLIENT_CLOSED`].
+//! - [`IntentLayer`] (just before forwarding): an `intent` record for POST,
+//!   PUT, PATCH and DELETE, durable before Open Dental is called, so a write
+//!   that reaches Open Dental is on record even if odgw dies before the
+//!   response comes back.
 //!
-//! Both read only typed extensions (`RequestId`, `RequestFacts`, `ClientIp`)
-//! and the request line; never bodies or header values.
+//! Both read only the [`RequestContext`] (request id, peer address, and the
+//! tenant and caller auth selected, from its facts) and the request line;
+//! never bodies or header values.
 
 use std::{
     future::Future,
+    net::IpAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -25,8 +26,8 @@ use std::{
 
 use http::Method;
 use odgw_core::{
-    ClientIp, ErrorCode, Facts, GatewayError, Principal, Request, RequestFacts, RequestId,
-    Response, Tenant, TenantId,
+    ErrorCode, Facts, GatewayError, Request, RequestContext, RequestFacts, RequestId, Response,
+    TenantId,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -142,27 +143,27 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
-        let request_id = req.extensions().get::<RequestId>().cloned();
-        let facts = req.extensions().get::<RequestFacts>().cloned();
-        let mut draft = request_line(&req, RecordKind::Request);
+        let context = RequestContext::of(&req, "audit");
+        let client_ip = context.as_ref().ok().and_then(RequestContext::client_ip);
+        let mut draft = request_line(&req, client_ip, RecordKind::Request);
         let policy = self.policy.clone();
         let announced = policy.sink.announce();
         // The clone-and-swap keeps the instance that was polled ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let (request_id, facts) = match (request_id, facts) {
-                (Some(id), Some(facts)) => (id, facts),
-                (id, _) => {
-                    let id = id.unwrap_or_else(RequestId::generate);
-                    tracing::error!(request_id = %id, "request context missing at the audit layer: stack-order bug");
+            let context = match context {
+                Ok(context) => context,
+                Err(bug) => {
+                    // Still one record per request, under the id it is answered with.
+                    let id = bug.request_id();
                     draft.request_id = Some(id.to_string());
-                    let response =
-                        GatewayError::new(ErrorCode::Internal, "internal error").into_response(&id);
+                    let response = bug.into_response_with_id(&id);
                     drop(announced);
                     return Ok(finish(&policy, draft, None, response, started, &id).await);
                 }
             };
+            let (request_id, facts) = (context.id(), context.facts());
             draft.request_id = Some(request_id.to_string());
             // Already known unable to make records durable: refuse before
             // anything is fetched from Open Dental only to be withheld.
@@ -172,7 +173,7 @@ where
             }
             let mut client_gone = ClientGone {
                 policy: &policy,
-                facts: &facts,
+                facts,
                 started,
                 draft: Some(draft),
             };
@@ -183,7 +184,7 @@ where
             match result {
                 Ok(response) => {
                     let facts = facts.snapshot();
-                    Ok(finish(&policy, draft, Some(facts), response, started, &request_id).await)
+                    Ok(finish(&policy, draft, Some(facts), response, started, request_id).await)
                 }
                 Err(error) => {
                     // No response reaches the client; still leave a trace.
@@ -363,31 +364,22 @@ where
             return Box::pin(inner.call(req));
         }
         let policy = self.policy.clone();
-        let extensions = req.extensions();
-        let (Some(request_id), Some(facts)) = (
-            extensions.get::<RequestId>().cloned(),
-            extensions.get::<RequestFacts>().map(RequestFacts::snapshot),
-        ) else {
-            let id = extensions
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::generate);
-            tracing::error!(request_id = %id, "request context missing at the intent layer: stack-order bug");
-            let response =
-                GatewayError::new(ErrorCode::Internal, "internal error").into_response(&id);
-            return Box::pin(async move { Ok(response) });
+        let context = match RequestContext::of(&req, "intent audit") {
+            Ok(context) => context,
+            Err(bug) => {
+                let response = bug.into_response();
+                return Box::pin(async move { Ok(response) });
+            }
         };
-        let mut draft = request_line(&req, RecordKind::Intent);
+        let request_id = context.id().clone();
+        let mut draft = request_line(&req, context.client_ip(), RecordKind::Intent);
         draft.request_id = Some(request_id.to_string());
-        let tenant = facts
-            .tenant
-            .as_ref()
-            .or_else(|| extensions.get::<TenantId>())
-            .or_else(|| extensions.get::<Tenant>().map(|t| &t.id));
-        draft.tenant = tenant.map(TenantId::to_string);
-        let principal = facts.principal.as_ref().or(extensions.get::<Principal>());
-        draft.subject = principal.map(|p| p.subject.clone());
-        draft.issuer = principal.map(|p| p.issuer.clone());
+        // Who and for which tenant, as auth recorded them; nothing about the
+        // response is known yet.
+        let facts = context.facts().snapshot();
+        draft.tenant = facts.tenant.as_ref().map(TenantId::to_string);
+        draft.subject = facts.subject().map(str::to_owned);
+        draft.issuer = facts.issuer().map(str::to_owned);
         Box::pin(async move {
             if let Err(e) = policy.append(draft).await {
                 if policy.fail_closed {
@@ -405,13 +397,10 @@ where
 }
 
 /// The parts of a record known from the request line and connection.
-fn request_line(req: &Request, kind: RecordKind) -> RecordDraft {
+fn request_line(req: &Request, client_ip: Option<IpAddr>, kind: RecordKind) -> RecordDraft {
     RecordDraft {
         kind,
-        client_ip: req
-            .extensions()
-            .get::<ClientIp>()
-            .map(|ip| ip.0.to_string()),
+        client_ip: client_ip.map(|ip| ip.to_string()),
         method: Some(req.method().as_str().to_owned()),
         path: Some(req.uri().path().to_owned()),
         query: req.uri().query().map(str::to_owned),

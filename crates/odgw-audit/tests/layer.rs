@@ -20,8 +20,8 @@ use odgw_audit::{
     RecordDraft, RecordKind,
 };
 use odgw_core::{
-    Body, ClientIp, ErrorCode, GatewayError, Identity, Principal, Request, RequestFacts, RequestId,
-    Response, TenantId,
+    Body, ErrorCode, GatewayError, Identity, Principal, Request, RequestContext, RequestFacts,
+    RequestId, Response, TenantId,
 };
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
@@ -83,19 +83,29 @@ fn alice() -> Principal {
 }
 
 fn request(method: Method, uri: &str) -> (Request, RequestFacts) {
+    request_from(method, uri, Some("2001:db8::7".parse().unwrap()))
+}
+
+/// A request with the context the request-context layer gives it.
+fn request_from(
+    method: Method,
+    uri: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> (Request, RequestFacts) {
     let mut req = http::Request::builder()
         .method(method)
         .uri(uri)
         .header("authorization", "Bearer secret-token")
         .body(Body::from("{\"LName\":\"Secret\"}"))
         .unwrap();
-    let facts = RequestFacts::default();
     let id = RequestId::from_client(Some(&HeaderValue::from_static("rid-42")));
-    req.extensions_mut().insert(id);
-    req.extensions_mut().insert(facts.clone());
-    req.extensions_mut()
-        .insert(ClientIp("2001:db8::7".parse().unwrap()));
-    (req, facts)
+    let context = RequestContext::new(id, client_ip);
+    req.extensions_mut().insert(context.clone());
+    (req, context.facts().clone())
+}
+
+fn context(req: &Request) -> RequestContext {
+    RequestContext::of(req, "test").unwrap()
 }
 
 /// An upstream stand-in that fills facts like the inner layers would.
@@ -107,7 +117,7 @@ fn upstream(
         let called = Arc::clone(&called);
         async move {
             called.fetch_add(1, Ordering::SeqCst);
-            let facts = req.extensions().get::<RequestFacts>().unwrap();
+            let facts = context(&req).facts().clone();
             facts.update(|f| {
                 f.tenant = Some(TenantId::parse("demo").unwrap());
                 f.principal = Some(alice());
@@ -197,9 +207,9 @@ async fn odgw_errors_and_cache_hits_set_outcome_and_code() {
     let svc = ServiceBuilder::new()
         .layer(AuditLayer::new(sink.clone(), true, TIMEOUT))
         .service(service_fn(|req: Request| async move {
-            let id = req.extensions().get::<RequestId>().unwrap().clone();
+            let id = context(&req).id().clone();
             let resp = if req.uri().path().ends_with("cached") {
-                let facts = req.extensions().get::<RequestFacts>().unwrap();
+                let facts = context(&req).facts().clone();
                 facts.update(|f| f.cache_hit = true);
                 Response::new(Body::empty())
             } else if req.uri().path().ends_with("slow") {
@@ -211,8 +221,7 @@ async fn odgw_errors_and_cache_hits_set_outcome_and_code() {
             Ok::<_, Infallible>(resp)
         }));
     for path in ["/api/v1/x", "/api/v1/cached", "/api/v1/slow"] {
-        let (mut req, _) = request(Method::GET, path);
-        req.extensions_mut().remove::<ClientIp>();
+        let (req, _) = request_from(Method::GET, path, None);
         svc.clone().oneshot(req).await.unwrap();
     }
     let drafts = sink.drafts();
@@ -315,7 +324,7 @@ async fn missing_request_context_is_an_internal_error_not_a_forward() {
         .layer(IntentLayer::new(sink.clone(), true, TIMEOUT))
         .service(upstream(called.clone(), StatusCode::OK));
     let (mut req, _) = request(Method::POST, "/api/v1/patients");
-    req.extensions_mut().remove::<RequestFacts>();
+    req.extensions_mut().remove::<RequestContext>();
     let resp = svc.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(resp.headers()["odgw-error"], "internal_error");
@@ -362,18 +371,20 @@ async fn intent_is_durable_before_the_upstream_call() {
         (None, None, None)
     );
 
-    // Reads need no intent; the principal fills in when facts are empty.
+    // Reads need no intent; each write's caller is the one auth recorded.
     let (get, _) = request(Method::GET, "/api/v1/patients/11");
     svc.clone().oneshot(get).await.unwrap();
     assert_eq!(sink.drafts().len(), 1);
-    let (mut delete, _) = request(Method::DELETE, "/api/v1/appointments/3");
-    delete.extensions_mut().insert(Principal::new(Identity {
-        subject: "bob".into(),
-        issuer: "https://idp.example.com/".into(),
-        tenants: vec!["demo".into()],
-        scopes: vec!["od:write".into()],
-        expires_at: 0,
-    }));
+    let (delete, facts) = request(Method::DELETE, "/api/v1/appointments/3");
+    facts.update(|f| {
+        f.principal = Some(Principal::new(Identity {
+            subject: "bob".into(),
+            issuer: "https://idp.example.com/".into(),
+            tenants: vec!["demo".into()],
+            scopes: vec!["od:write".into()],
+            expires_at: 0,
+        }))
+    });
     svc.oneshot(delete).await.unwrap();
     let drafts = sink.drafts();
     assert_eq!(drafts.len(), 2);
@@ -478,7 +489,7 @@ async fn a_request_dropped_mid_flight_is_recorded_as_client_closed() {
     let never_answers = service_fn(move |req: Request| {
         let reached = Arc::clone(&reached);
         async move {
-            req.extensions().get::<RequestFacts>().unwrap().update(|f| {
+            context(&req).facts().update(|f| {
                 f.tenant = Some(TenantId::parse("demo").unwrap());
                 f.principal = Some(alice());
             });

@@ -1,4 +1,5 @@
-//! [`AuthLayer`] / [`AuthService`]: bearer token → `Principal` + `TenantId`.
+//! [`AuthLayer`] / [`AuthService`]: bearer token → the verified caller and
+//! the selected tenant, recorded in the request's facts.
 
 use std::{
     future::Future,
@@ -7,12 +8,13 @@ use std::{
 };
 
 use http::{header::AUTHORIZATION, HeaderValue};
-use odgw_core::{
-    headers::ODGW_TENANT, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response,
-};
+use odgw_core::{headers::ODGW_TENANT, ErrorCode, GatewayError, Request, RequestContext, Response};
 use tower::{Layer, Service};
 
-use crate::{check_scope, scope::api_path, select_tenant, Authenticator};
+use crate::{check_scope, select_tenant, Authenticator};
+
+/// This layer's name in stack-order bug reports.
+const LAYER: &str = "auth";
 
 /// Adds [`AuthService`] to a stack. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -46,16 +48,16 @@ impl<S> Layer<S> for AuthLayer {
 
 /// Authenticates each request before calling `inner`.
 ///
-/// Needs the `RequestId` and `RequestFacts` extensions (500 `internal_error`
-/// without them: a stack-order bug). Then: exactly one `Authorization:
+/// Needs the [`RequestContext`] and the guard's [`odgw_core::ApiPath`] (500
+/// `internal_error` without them: a stack-order bug). Then: exactly one `Authorization:
 /// Bearer <token>` (absent or not Bearer → 401 `missing_token`; repeated →
 /// 401 `invalid_token`), token verification (401 `invalid_token`), tenant
 /// selection (403 `tenant_not_allowed`), scope check (403
-/// `insufficient_scope`). Subject, issuer and tenant are written to
-/// `RequestFacts` as soon as known, so denied requests are audited with
-/// them. On success `Principal` and `TenantId` are inserted as extensions
-/// and the client's `Authorization` header is removed: nothing downstream
-/// needs the bearer token, and it must never reach Open Dental.
+/// `insufficient_scope`). The caller (`principal`) and the selected tenant
+/// are written to the context's facts as soon as known, so denied requests
+/// are audited with them, and inner layers read them from there. On success
+/// the client's `Authorization` header is removed: nothing downstream needs
+/// the bearer token, and it must never reach Open Dental.
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
@@ -75,12 +77,10 @@ async fn authenticate(
     authenticator: &Authenticator,
     require_scopes: bool,
     request: &mut Request,
-    request_id: &RequestId,
+    context: &RequestContext,
+    api_path: &str,
 ) -> Result<(), GatewayError> {
-    let Some(facts) = request.extensions().get::<RequestFacts>().cloned() else {
-        tracing::error!(request_id = %request_id, "auth layer: RequestFacts extension missing");
-        return Err(GatewayError::new(ErrorCode::Internal, "internal error"));
-    };
+    let (facts, request_id) = (context.facts(), context.id());
     let principal = {
         let mut values = request.headers().get_all(AUTHORIZATION).iter();
         let token = match (values.next(), values.next()) {
@@ -110,16 +110,9 @@ async fn authenticate(
     facts.update(|f| f.principal = Some(principal.clone()));
     let tenant_values: Vec<&HeaderValue> = request.headers().get_all(ODGW_TENANT).iter().collect();
     let tenant = select_tenant(&principal, &tenant_values)?;
-    facts.update(|f| f.tenant = Some(tenant.clone()));
-    check_scope(
-        &principal,
-        request.method(),
-        api_path(request.uri().path()),
-        require_scopes,
-    )?;
+    facts.update(|f| f.tenant = Some(tenant));
+    check_scope(&principal, request.method(), api_path, require_scopes)?;
     request.headers_mut().remove(AUTHORIZATION);
-    request.extensions_mut().insert(principal);
-    request.extensions_mut().insert(tenant);
     Ok(())
 }
 
@@ -143,15 +136,23 @@ where
         let authenticator = self.authenticator.clone();
         let require_scopes = self.require_scopes;
         Box::pin(async move {
-            let Some(request_id) = request.extensions().get::<RequestId>().cloned() else {
-                let request_id = RequestId::generate();
-                tracing::error!(request_id = %request_id, "auth layer: RequestId extension missing");
-                return Ok(GatewayError::new(ErrorCode::Internal, "internal error")
-                    .into_response(&request_id));
+            let context = RequestContext::of(&request, LAYER)
+                .and_then(|context| Ok((context.api_path(&request, LAYER)?, context)));
+            let (api_path, context) = match context {
+                Ok(found) => found,
+                Err(bug) => return Ok(bug.into_response()),
             };
-            match authenticate(&authenticator, require_scopes, &mut request, &request_id).await {
+            let outcome = authenticate(
+                &authenticator,
+                require_scopes,
+                &mut request,
+                &context,
+                api_path.relative(),
+            )
+            .await;
+            match outcome {
                 Ok(()) => inner.call(request).await,
-                Err(error) => Ok(error.into_response(&request_id)),
+                Err(error) => Ok(error.into_response(context.id())),
             }
         })
     }

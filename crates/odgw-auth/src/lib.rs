@@ -39,7 +39,7 @@ pub use authenticator::Authenticator;
 pub use error::{AuthError, AuthSetupError};
 pub use layer::{AuthLayer, AuthService};
 pub use metrics::register_metrics;
-pub use scope::{api_path, check_scope, required_scope, SCOPE_QUERY, SCOPE_READ, SCOPE_WRITE};
+pub use scope::{check_scope, required_scope, SCOPE_QUERY, SCOPE_READ, SCOPE_WRITE};
 pub use settings::{AuthSettings, IssuerSettings, KeySource, SecretBytes};
 pub use tenant::select_tenant;
 /// The token pre-parser, for `fuzz/` and its corpus replay only.

@@ -64,17 +64,6 @@ pub fn check_scope(
     }
 }
 
-/// The part of a request path after `/api/v1` (matched case-insensitively,
-/// so a case variant of the prefix cannot hide `/queries`). A path without
-/// the prefix is returned whole.
-pub fn api_path(path: &str) -> &str {
-    const PREFIX: &str = "/api/v1";
-    match path.get(..PREFIX.len()) {
-        Some(head) if head.eq_ignore_ascii_case(PREFIX) => &path[PREFIX.len()..],
-        _ => path,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,16 +138,5 @@ mod tests {
         let err = check_scope(&writer, &Method::GET, "/patients", true).unwrap_err();
         assert_eq!(err.scope.as_deref(), Some(SCOPE_READ));
         assert!(check_scope(&principal(&[]), &Method::DELETE, "/queries", false).is_ok());
-    }
-
-    #[test]
-    fn api_path_strips_prefix_in_any_case() {
-        assert_eq!(
-            api_path("/api/v1/queries/ShortQuery"),
-            "/queries/ShortQuery"
-        );
-        assert_eq!(api_path("/API/V1/queries"), "/queries");
-        assert_eq!(api_path("/api/v1"), "");
-        assert_eq!(api_path("/other"), "/other");
     }
 }

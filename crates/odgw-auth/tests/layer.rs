@@ -16,7 +16,9 @@ use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use odgw_auth::{AuthLayer, AuthSettings, Authenticator};
-use odgw_core::{Body, ErrorCode, Principal, Request, RequestFacts, RequestId, Response, TenantId};
+use odgw_core::{
+    ApiPath, Body, ErrorCode, Request, RequestContext, RequestFacts, RequestId, Response, TenantId,
+};
 use serde_json::{json, Value};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -36,15 +38,16 @@ impl Harness {
     }
 
     /// Sends `request` through AuthLayer to an inner service that echoes
-    /// the Principal and TenantId it received.
+    /// the caller and tenant recorded in the request's context.
     async fn send(&self, request: Request) -> Response {
         let calls = self.calls.clone();
         let inner = service_fn(move |req: Request| {
             let calls = calls.clone();
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                let principal = req.extensions().get::<Principal>().cloned().unwrap();
-                let tenant = req.extensions().get::<TenantId>().cloned().unwrap();
+                let context = RequestContext::of(&req, "test").unwrap();
+                let principal = context.principal("test").unwrap();
+                let tenant = context.selected_tenant("test").unwrap();
                 let body = json!({
                     "sub": principal.subject,
                     "tenant": tenant.as_str(),
@@ -70,19 +73,22 @@ fn token(claims: &Value) -> String {
     sign(Algorithm::HS256, "hmac", None, claims)
 }
 
-/// A request with the extensions the outer layers insert.
+/// A request with what the outer layers give it: its context and the
+/// guard's admitted path.
 fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> (Request, RequestFacts) {
     let mut builder = http::Request::builder().method(method).uri(path);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let mut req = builder.body(Body::empty()).unwrap();
-    let facts = RequestFacts::default();
-    req.extensions_mut().insert(RequestId::from_client(Some(
-        &http::HeaderValue::from_static("rid-1"),
-    )));
-    req.extensions_mut().insert(facts.clone());
-    (req, facts)
+    let context = RequestContext::new(
+        RequestId::from_client(Some(&http::HeaderValue::from_static("rid-1"))),
+        None,
+    );
+    let admitted = ApiPath::from_uri(req.uri()).expect("a path the guard admits");
+    req.extensions_mut().insert(admitted);
+    req.extensions_mut().insert(context.clone());
+    (req, context.facts().clone())
 }
 
 async fn json_body(resp: Response) -> Value {
@@ -255,7 +261,6 @@ async fn scopes_through_the_layer() {
         "/api/v1/queries/ShortQuery",
         "/api/v1/QUERIES/shortquery",
         "/api/v1/Queries/ShortQuery/",
-        "/API/V1/queries/ShortQuery",
     ] {
         let (req, facts) = request(Method::PUT, path, &[("authorization", &writer)]);
         let resp = h.send(req).await;
@@ -336,7 +341,7 @@ async fn missing_outer_extensions_are_internal_errors() {
         "/api/v1/patients",
         &[("authorization", &bearer)],
     );
-    req.extensions_mut().remove::<RequestId>();
+    req.extensions_mut().remove::<RequestContext>();
     let resp = h.send(req).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(resp.headers()["odgw-error"], "internal_error");
@@ -346,7 +351,7 @@ async fn missing_outer_extensions_are_internal_errors() {
         "/api/v1/patients",
         &[("authorization", &bearer)],
     );
-    req.extensions_mut().remove::<RequestFacts>();
+    req.extensions_mut().remove::<ApiPath>();
     let resp = h.send(req).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(resp.headers()["x-request-id"], "rid-1");

@@ -7,8 +7,8 @@ use std::{convert::Infallible, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_core::{
-    Body, Rate, Request, RequestFacts, RequestId, Response, SecretString, Tenant, TenantAccess,
-    TenantId,
+    ApiPath, Body, Rate, Request, RequestContext, RequestId, Response, SecretString, Tenant,
+    TenantAccess, TenantId,
 };
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -41,8 +41,10 @@ fn hit(c: &mut Criterion) {
         *req.uri_mut() = "/api/v1/preferences?PrefName=PracticeTitle&Offset=0"
             .parse()
             .unwrap();
-        req.extensions_mut().insert(RequestId::generate());
-        req.extensions_mut().insert(RequestFacts::default());
+        let path = ApiPath::from_uri(req.uri()).unwrap();
+        req.extensions_mut().insert(path);
+        req.extensions_mut()
+            .insert(RequestContext::new(RequestId::generate(), None));
         req.extensions_mut().insert(tenant.clone());
         req
     };

@@ -1,4 +1,4 @@
-//! The cache layer (stack position 8): answers hits, coalesces misses.
+//! The cache layer: answers hits, coalesces misses.
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,19 +10,19 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use odgw_core::{
-    headers::ODGW_CACHE, Body, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response,
-    Tenant,
+    headers::ODGW_CACHE, Body, ErrorCode, GatewayError, Request, RequestContext, RequestFacts,
+    RequestId, Response,
 };
 use tower::{Layer, Service, ServiceExt};
 
 use crate::store::{CacheKey, ResponseCache, Stored};
 
-/// The data-plane path prefix; cache routes are relative to it.
-const API_PREFIX: &str = "/api/v1";
+/// This layer's name in stack-order bug reports.
+const LAYER: &str = "cache";
 
 /// Serves GETs under the configured routes from a [`ResponseCache`]
-/// (stack position 8: after tenant resolution, because the key needs the
-/// tenant; before pacing, so hits spend no upstream budget).
+/// (after tenant resolution, because the key needs the tenant; before
+/// pacing, so hits spend no upstream budget).
 ///
 /// - A hit answers at once with `Odgw-Cache: hit` and `Age`, and marks
 ///   [`RequestFacts`] `cache_hit`.
@@ -34,8 +34,10 @@ const API_PREFIX: &str = "/api/v1";
 /// - `Cache-Control: no-cache` or `max-age=0` on the request skips the
 ///   lookup and replaces the entry with a fresh answer.
 ///
-/// Reads [`Tenant`] and [`RequestId`] from the request extensions; a
-/// cacheable request without a `Tenant` is a stack-order bug (500).
+/// Reads the [`RequestContext`], the guard's [`odgw_core::ApiPath`] (cache
+/// routes are relative to `/api/v1`) and, for a cacheable request, the
+/// resolved [`odgw_core::Tenant`]; without them it answers the stack-order
+/// bug's 500.
 #[derive(Debug, Clone)]
 pub struct CacheLayer {
     cache: ResponseCache,
@@ -83,50 +85,58 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let inner = self.inner.clone();
-        let api_path = request.uri().path().strip_prefix(API_PREFIX);
-        let cacheable = api_path.is_some_and(|p| self.cache.is_cacheable(request.method(), p));
-        if !cacheable {
+        let context = RequestContext::of(&request, LAYER);
+        let (api_path, context) = match context.and_then(|c| Ok((c.api_path(&request, LAYER)?, c)))
+        {
+            Ok(found) => found,
+            Err(bug) => {
+                let response = bug.into_response();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        if !self
+            .cache
+            .is_cacheable(request.method(), api_path.relative())
+        {
             return Box::pin(inner.oneshot(request));
         }
-        Box::pin(serve(self.cache.clone(), inner, request))
+        Box::pin(serve(self.cache.clone(), inner, request, context))
     }
 }
 
-async fn serve<S>(cache: ResponseCache, inner: S, request: Request) -> Result<Response, S::Error>
+async fn serve<S>(
+    cache: ResponseCache,
+    inner: S,
+    request: Request,
+    context: RequestContext,
+) -> Result<Response, S::Error>
 where
     S: Service<Request, Response = Response> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate);
-    let Some(tenant) = request.extensions().get::<Tenant>() else {
-        tracing::error!(request_id = %request_id, "tenant missing before cache: layer order is wrong");
-        return Ok(
-            GatewayError::new(ErrorCode::Internal, "internal error").into_response(&request_id)
-        );
+    let tenant = match context.tenant(&request, LAYER) {
+        Ok(tenant) => tenant,
+        Err(bug) => return Ok(bug.into_response()),
     };
+    let (request_id, facts) = (context.id(), context.facts());
     let key = cache.key(
         &tenant.id,
         tenant.generation,
         request.uri().path(),
         request.uri().query(),
     );
-    let facts = request.extensions().get::<RequestFacts>().cloned();
 
     if wants_refresh(request.headers()) {
         cache.count_miss();
-        return refresh(&cache, inner, request, key, &request_id).await;
+        return refresh(&cache, inner, request, key, request_id).await;
     }
     if let Some(stored) = cache.entries().get(&key).await {
         cache.count_hit();
-        return Ok(hit(&stored, facts.as_ref()));
+        return Ok(hit(&stored, facts));
     }
 
-    let fill = fill(inner, request, cache.clone());
+    let fill = fill(inner, request, cache.clone(), facts.clone());
     match cache.entries().entry(key).or_try_insert_with(fill).await {
         Ok(entry) if entry.is_fresh() => {
             cache.count_miss();
@@ -135,11 +145,11 @@ where
         // Stored by the request this one waited for (or just before).
         Ok(entry) => {
             cache.count_hit();
-            Ok(hit(entry.value(), facts.as_ref()))
+            Ok(hit(entry.value(), facts))
         }
         Err(unstored) => {
             cache.count_miss();
-            unstored_response(&unstored, facts.as_ref(), &request_id)
+            unstored_response(&unstored, facts, request_id)
         }
     }
 }
@@ -183,11 +193,11 @@ async fn fill<S>(
     inner: S,
     request: Request,
     cache: ResponseCache,
+    facts: RequestFacts,
 ) -> Result<Arc<Stored>, Unstored<S::Error>>
 where
     S: Service<Request, Response = Response>,
 {
-    let facts = request.extensions().get::<RequestFacts>().cloned();
     let response = match inner.oneshot(request).await {
         Ok(response) => response,
         Err(error) => return Err(Unstored::Failed(Mutex::new(Some(error)))),
@@ -200,14 +210,14 @@ where
     if error_code.is_none() && storable(parts.status, &parts.headers, &cache, &body) {
         return Ok(Arc::new(Stored::detached(&parts.headers, &body)));
     }
-    let snapshot = facts.map(|f| f.snapshot());
+    let (upstream_status, upstream_ms) = facts.read(|f| (f.upstream_status, f.upstream_ms));
     Err(Unstored::Answer(Buffered {
         status: parts.status,
         headers: parts.headers,
         body,
         error_code,
-        upstream_status: snapshot.as_ref().and_then(|f| f.upstream_status),
-        upstream_ms: snapshot.as_ref().and_then(|f| f.upstream_ms),
+        upstream_status,
+        upstream_ms,
     }))
 }
 
@@ -256,10 +266,8 @@ fn replay(stored: &Stored) -> Response {
     response
 }
 
-fn hit(stored: &Stored, facts: Option<&RequestFacts>) -> Response {
-    if let Some(facts) = facts {
-        facts.update(|f| f.cache_hit = true);
-    }
+fn hit(stored: &Stored, facts: &RequestFacts) -> Response {
+    facts.update(|f| f.cache_hit = true);
     let mut response = with_cache_status(replay(stored), "hit");
     response.headers_mut().insert(
         header::AGE,
@@ -277,21 +285,19 @@ fn with_cache_status(mut response: Response, status: &'static str) -> Response {
 
 fn unstored_response<E>(
     unstored: &Unstored<E>,
-    facts: Option<&RequestFacts>,
+    facts: &RequestFacts,
     request_id: &RequestId,
 ) -> Result<Response, E> {
     match unstored {
         Unstored::Answer(answer) => {
-            if let Some(facts) = facts {
-                facts.update(|f| {
-                    // A waiter's own request never reached upstream; the
-                    // answer it gets is the one upstream gave the fill.
-                    if f.upstream_status.is_none() {
-                        f.upstream_status = answer.upstream_status;
-                        f.upstream_ms = answer.upstream_ms;
-                    }
-                });
-            }
+            facts.update(|f| {
+                // A waiter's own request never reached upstream; the
+                // answer it gets is the one upstream gave the fill.
+                if f.upstream_status.is_none() {
+                    f.upstream_status = answer.upstream_status;
+                    f.upstream_ms = answer.upstream_ms;
+                }
+            });
             let mut response = Response::new(Body::from(answer.body.clone()));
             *response.status_mut() = answer.status;
             *response.headers_mut() = answer.headers.clone();

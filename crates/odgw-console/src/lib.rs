@@ -27,7 +27,6 @@ pub mod session;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -35,14 +34,14 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Path, Query, Request, State},
+    extract::{Path, Query, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Form, Router,
 };
 use odgw_audit::{AuditRecord, AuditSink, RecordDraft, RecordKind};
-use odgw_core::{ClientIp, RequestId};
+use odgw_core::{RequestContext, RequestId, StackOrderBug};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -138,28 +137,17 @@ impl Seen {
         self
     }
 
-    fn of(req: &Request) -> Self {
-        let client_ip = req
-            .extensions()
-            .get::<ClientIp>()
-            .map(|c| c.0)
-            .or_else(|| {
-                req.extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip())
-            })
-            .map(|ip| ip.to_string());
-        Self {
-            request_id: req
-                .extensions()
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(|| RequestId::from_client(req.headers().get("x-request-id"))),
-            client_ip,
+    /// The request as the admin listener's request-context middleware
+    /// ([`odgw_admin::with_request_id`]) saw it.
+    fn of(req: &Request) -> Result<Self, StackOrderBug> {
+        let context = RequestContext::of(req, "console")?;
+        Ok(Self {
+            request_id: context.id().clone(),
+            client_ip: context.client_ip().map(|ip| ip.to_string()),
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             query: req.uri().query().map(str::to_owned),
-        }
+        })
     }
 }
 
@@ -470,7 +458,10 @@ const NOT_DURABLE: &str =
     "the console could not record this access in the audit trail, so nothing is shown";
 
 async fn search(State(console): State<Console>, Reviewer(s): Reviewer, req: Request) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let f = match filter(req.uri()) {
         Ok(f) => f,
         Err(why) => return bad_search(&s, &why),
@@ -498,7 +489,10 @@ async fn record(
     Path(seq): Path<String>,
     req: Request,
 ) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let Ok(seq) = seq.parse::<u64>() else {
         return html_response(
             StatusCode::NOT_FOUND,
@@ -540,7 +534,10 @@ async fn record(
 }
 
 async fn chain(State(console): State<Console>, Reviewer(s): Reviewer, req: Request) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let dir = console.settings().audit_dir.clone();
     let report = match tokio::task::spawn_blocking(move || odgw_audit::verify(&dir)).await {
         Ok(Ok(report)) => report,
@@ -567,7 +564,10 @@ struct PatientParams {
 }
 
 async fn patients(State(console): State<Console>, Reviewer(s): Reviewer, req: Request) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let refuse = |why: &str| {
         html_response(
             StatusCode::BAD_REQUEST,
@@ -619,7 +619,10 @@ async fn chart_svg(
     Reviewer(s): Reviewer,
     req: Request,
 ) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let f = match filter(req.uri()) {
         Ok(f) => f,
         Err(why) => return bad_search(&s, &why),
@@ -673,7 +676,10 @@ async fn export(
     req: Request,
     format: Format,
 ) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let mut f = match filter(req.uri()) {
         Ok(f) => f,
         Err(why) => return bad_search(&s, &why),
@@ -858,7 +864,10 @@ struct CallbackParams {
 }
 
 async fn callback(State(console): State<Console>, req: Request) -> Response {
-    let seen = Seen::of(&req).without_query();
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen.without_query(),
+        Err(bug) => return bug.into_response(),
+    };
     let Some(oidc) = &console.inner.oidc else {
         return failure(StatusCode::NOT_FOUND, "sign-in is not configured");
     };
@@ -966,7 +975,10 @@ struct DevLoginParams {
 /// The `serve --dev` sign-in: a printed one-time link instead of an
 /// identity provider.
 async fn dev_login(State(console): State<Console>, req: Request) -> Response {
-    let seen = Seen::of(&req).without_query();
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen.without_query(),
+        Err(bug) => return bug.into_response(),
+    };
     let Ok(Query(params)) = Query::<DevLoginParams>::try_from_uri(req.uri()) else {
         return failure(StatusCode::BAD_REQUEST, "the link is malformed");
     };
@@ -1009,7 +1021,10 @@ struct LogoutForm {
 }
 
 async fn logout(State(console): State<Console>, req: Request) -> Response {
-    let seen = Seen::of(&req);
+    let seen = match Seen::of(&req) {
+        Ok(seen) => seen,
+        Err(bug) => return bug.into_response(),
+    };
     let (parts, body) = req.into_parts();
     let Some(s) = console.session(&parts.headers) else {
         return redirect("/console/login");

@@ -77,8 +77,8 @@ impl fmt::Display for RequestId {
 }
 
 /// What inner layers learn about a request that outer layers (audit, access
-/// log, metrics) must report after the response is made. The outermost layer
-/// inserts one per request; inner layers fill what they know.
+/// log, metrics) must report after the response is made. Part of the
+/// [`crate::RequestContext`]; inner layers fill what they know.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts(Arc<Mutex<Facts>>);
 
@@ -130,6 +130,11 @@ impl RequestFacts {
         // facts are still the best we have.
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard);
+    }
+
+    /// Reads one thing from the facts without copying the rest.
+    pub fn read<T>(&self, f: impl FnOnce(&Facts) -> T) -> T {
+        f(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn snapshot(&self) -> Facts {

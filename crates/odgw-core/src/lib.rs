@@ -2,13 +2,19 @@
 //!
 //! - [`GatewayError`] and [`ErrorCode`]: the one mapping from an odgw-made error
 //!   to its HTTP status, problem+json body, `Odgw-Error` header and audit code.
-//! - Request extensions passed between layers: [`RequestId`], [`Principal`],
-//!   [`Tenant`], and [`RequestFacts`] (what the outer layers learn about a
-//!   request from the inner ones, for the audit record and the access log);
-//!   on the way back, [`ReturnedRequest`] on an upstream 429.
+//! - [`RequestContext`]: what the request-context layer gives every request
+//!   (its [`RequestId`], peer address and [`RequestFacts`]: what the outer
+//!   layers learn from the inner ones, for the audit record and the access
+//!   log), read one way by every layer, with the one [`StackOrderBug`] 500
+//!   for a layer that runs without what an outer layer provides.
+//! - Request extensions passed between layers: [`ApiPath`] from the guard,
+//!   [`Tenant`] from tenant resolution; on the way back, [`ReturnedRequest`]
+//!   on an upstream 429.
 //! - [`SecretString`]: zeroizing, never printed.
 //! - [`units`]: the duration, rate and size syntax of the config.
 
+mod api_path;
+mod context;
 mod error;
 mod ids;
 mod principal;
@@ -17,6 +23,8 @@ mod secret;
 mod tenant;
 pub mod units;
 
+pub use api_path::ApiPath;
+pub use context::{RequestContext, StackOrderBug};
 pub use error::{ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
 pub use ids::{ClientIp, Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
 pub use principal::{Identity, Principal};

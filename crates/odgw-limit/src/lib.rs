@@ -5,11 +5,11 @@
 //!   key). [`LocalPacer`] keeps it in process with GCRA; requests over budget
 //!   wait in FIFO order up to [`PacingSettings::queue_timeout`] and
 //!   [`PacingSettings::queue_depth`].
-//! - [`PacingLayer`] / [`Pacing`] (stack position 9): waits for the tenant's
+//! - [`PacingLayer`] / [`Pacing`]: waits for the tenant's
 //!   slot, answers 429 `rate_limited` when none comes in time, and turns
 //!   Open Dental's own 429 into a tenant pause plus at most one retry of a
 //!   GET or HEAD (`upstream_throttled` when that does not fit).
-//! - [`SubjectLimitLayer`] / [`SubjectLimit`] (stack position 6, built with
+//! - [`SubjectLimitLayer`] / [`SubjectLimit`] (built with
 //!   [`subject_limit_layer`]): tower_governor keyed by tenant and JWT subject,
 //!   answered at once with 429 `rate_limited`.
 //! - [`RedisLimits`] (`limits.backend = "redis"`): one connection to a Redis

@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 use odgw_core::{
-    Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestFacts, RequestId, Response,
-    ReturnedRequest, Tenant,
+    Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestContext, RequestId, Response,
+    ReturnedRequest,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -26,9 +26,12 @@ pub const DEFAULT_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// hostile value cannot stall a tenant for hours.
 pub const MAX_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-/// Paces requests to their tenant's upstream budget (stack position 9).
+/// This layer's name in stack-order bug reports.
+const LAYER: &str = "pacing";
+
+/// Paces requests to their tenant's upstream budget.
 ///
-/// Reads [`Tenant`] and [`RequestId`] from the request extensions.
+/// Reads the [`RequestContext`] and the resolved [`odgw_core::Tenant`].
 /// - No slot within `queue_timeout`, or the queue is full: 429
 ///   `rate_limited`, Open Dental is not called.
 /// - The shared budget store is unreachable and its policy is to refuse
@@ -106,15 +109,12 @@ where
     S: Service<Request, Response = Response>,
 {
     let arrival = Instant::now();
-    let Some(request_id) = request.extensions().get::<RequestId>().cloned() else {
-        return Ok(stack_bug(
-            &RequestId::generate(),
-            "request id missing before pacing",
-        ));
+    let context = RequestContext::of(&request, LAYER);
+    let (tenant, context) = match context.and_then(|c| Ok((c.tenant(&request, LAYER)?, c))) {
+        Ok(found) => found,
+        Err(bug) => return Ok(bug.into_response()),
     };
-    let Some(tenant) = request.extensions().get::<Tenant>() else {
-        return Ok(stack_bug(&request_id, "tenant missing before pacing"));
-    };
+    let request_id = context.id().clone();
     let (tenant_id, rate, burst) = (tenant.id.clone(), tenant.rate, tenant.burst);
     let limit = u64::from(burst.max(1));
     let deadline = arrival + settings.queue_timeout;
@@ -122,13 +122,13 @@ where
     let permit = pacer
         .acquire(&tenant_id, rate, burst, settings.queue_timeout)
         .await;
-    if let Some(facts) = request.extensions().get::<RequestFacts>() {
-        let waited = match &permit {
-            Ok(permit) => permit.waited,
-            Err(_) => Duration::ZERO,
-        };
-        facts.update(|f| f.pacing_wait_ms = Some(waited.as_millis() as u64));
-    }
+    let waited = match &permit {
+        Ok(permit) => permit.waited,
+        Err(_) => Duration::ZERO,
+    };
+    context
+        .facts()
+        .update(|f| f.pacing_wait_ms = Some(waited.as_millis() as u64));
     if let Err(rejection) = permit {
         if rejection.reason == Reason::Unavailable {
             // The outage itself is logged once by the limiter, not per request.
@@ -288,11 +288,6 @@ fn upstream_throttled(retry_after: Duration, limit: u64, request_id: &RequestId)
     .into_response(request_id)
 }
 
-fn stack_bug(request_id: &RequestId, what: &'static str) -> Response {
-    tracing::error!(request_id = %request_id, "{what}: layer order is wrong");
-    GatewayError::new(ErrorCode::Internal, "internal error").into_response(request_id)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{
@@ -301,7 +296,7 @@ mod tests {
     };
 
     use http_body_util::BodyExt;
-    use odgw_core::{Rate, SecretString, TenantAccess, TenantId};
+    use odgw_core::{Rate, SecretString, Tenant, TenantAccess, TenantId};
     use tower::{service_fn, ServiceBuilder};
 
     use super::*;
@@ -329,9 +324,14 @@ mod tests {
         let mut req = Request::new(Body::empty());
         *req.method_mut() = method;
         *req.uri_mut() = "/api/v1/patients/11".parse().unwrap();
-        req.extensions_mut().insert(RequestId::generate());
+        req.extensions_mut()
+            .insert(RequestContext::new(RequestId::generate(), None));
         req.extensions_mut().insert(tenant.clone());
         req
+    }
+
+    fn request_id(req: &Request) -> Option<RequestId> {
+        RequestContext::of(req, "test").ok().map(|c| c.id().clone())
     }
 
     fn settings(queue_timeout: u64, queue_depth: usize) -> PacingSettings {
@@ -465,7 +465,7 @@ mod tests {
         let count = Arc::new(AtomicUsize::new(0));
         let inner = service_fn(move |req: Request| {
             seen2.lock().unwrap().push((
-                req.extensions().get::<RequestId>().cloned(),
+                request_id(&req),
                 req.headers().get(header::ACCEPT).cloned(),
                 req.uri().clone(),
             ));
@@ -485,7 +485,7 @@ mod tests {
         let mut req = request(Method::GET, &t);
         req.headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let id = req.extensions().get::<RequestId>().cloned();
+        let id = request_id(&req);
         let response = svc.oneshot(req).await.unwrap();
         // The retry was throttled too: odgw's own 429, with no head in it.
         assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
@@ -614,7 +614,7 @@ mod tests {
         let calls2 = Arc::clone(&calls);
         let inner = service_fn(move |req: Request| {
             calls2.fetch_add(1, Ordering::SeqCst);
-            let rid = req.extensions().get::<RequestId>().cloned().unwrap();
+            let rid = request_id(&req).unwrap();
             async move {
                 Ok::<_, std::convert::Infallible>(
                     GatewayError::new(ErrorCode::RateLimited, "x").into_response(&rid),
@@ -637,7 +637,8 @@ mod tests {
             .layer(PacingLayer::new(pacer, settings(10, 64)))
             .service(upstream(0, "0", Arc::new(Mutex::new(Vec::new()))));
         let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(RequestId::generate());
+        req.extensions_mut()
+            .insert(RequestContext::new(RequestId::generate(), None));
         let response = svc.oneshot(req).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()["odgw-error"], "internal_error");

@@ -11,8 +11,8 @@ use std::{
 use futures_util::future::BoxFuture;
 use governor::{clock::Clock, middleware::NoOpMiddleware};
 use odgw_core::{
-    Body, ErrorCode, GatewayError, Principal, Rate, RateLimitInfo, Request, RequestId, Response,
-    TenantId,
+    Body, ErrorCode, GatewayError, Rate, RateLimitInfo, Request, RequestContext, RequestId,
+    Response, StackOrderBug, TenantId,
 };
 use tower::{Layer, Service};
 use tower_governor::{
@@ -38,8 +38,22 @@ pub struct SubjectKey {
     pub subject: Arc<str>,
 }
 
-/// Reads the [`SubjectKey`] from the `TenantId` and [`Principal`] that the
-/// auth layer inserted.
+/// This layer's name in stack-order bug reports.
+const LAYER: &str = "subject limit";
+
+impl SubjectKey {
+    /// The caller and tenant that auth recorded in the request's context.
+    pub fn of(context: &RequestContext) -> Result<Self, StackOrderBug> {
+        let principal = context.principal(LAYER)?;
+        Ok(Self {
+            tenant: context.selected_tenant(LAYER)?,
+            issuer: Arc::from(principal.issuer.as_str()),
+            subject: Arc::from(principal.subject.as_str()),
+        })
+    }
+}
+
+/// Reads the [`SubjectKey`] from the request's context ([`SubjectKey::of`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SubjectKeyExtractor;
 
@@ -51,23 +65,16 @@ impl KeyExtractor for SubjectKeyExtractor {
     }
 
     fn extract<T>(&self, req: &http::Request<T>) -> Result<Self::Key, GovernorError> {
-        let tenant = req.extensions().get::<TenantId>();
-        let principal = req.extensions().get::<Principal>();
-        match (tenant, principal) {
-            (Some(tenant), Some(principal)) => Ok(SubjectKey {
-                tenant: tenant.clone(),
-                issuer: Arc::from(principal.issuer.as_str()),
-                subject: Arc::from(principal.subject.as_str()),
-            }),
-            _ => Err(GovernorError::UnableToExtractKey),
-        }
+        RequestContext::of(req, LAYER)
+            .and_then(|context| SubjectKey::of(&context))
+            .map_err(|_| GovernorError::UnableToExtractKey)
     }
 }
 
 type Config = GovernorConfig<SubjectKeyExtractor, NoOpMiddleware>;
 type Limiter = SharedRateLimiter<SubjectKey, NoOpMiddleware>;
 
-/// Builds the subject limit (stack position 6): `burst` requests at once per
+/// Builds the subject limit: `burst` requests at once per
 /// (tenant, issuer, subject), refilled at `rate`. [`Rate::Unlimited`] gives a
 /// layer that passes every request through.
 pub fn subject_limit_layer(rate: Rate, burst: u32) -> SubjectLimitLayer {
@@ -264,7 +271,7 @@ enum Verdict {
     TooMany {
         wait_secs: u64,
     },
-    /// The request lacked the tenant or principal: a stack-order bug.
+    /// The request's context lacked the tenant or caller: a stack-order bug.
     NoKey,
     Other,
 }
@@ -321,11 +328,13 @@ where
                 ));
             }
         };
-        let request_id = request.extensions().get::<RequestId>().cloned();
-        let who = request
-            .extensions()
-            .get::<Principal>()
-            .map(|p| p.subject.clone());
+        let context = match RequestContext::of(&request, LAYER) {
+            Ok(context) => context,
+            Err(bug) => {
+                let response = bug.into_response();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
         let burst = self.burst;
         let future = governor.call(request);
         Box::pin(async move {
@@ -333,13 +342,18 @@ where
             let Some(verdict) = response.extensions().get::<Verdict>().copied() else {
                 return Ok(response);
             };
-            let request_id = request_id.unwrap_or_else(RequestId::generate);
             Ok(match verdict {
                 // governor rounds down; one more second is never early.
                 Verdict::TooMany { wait_secs } => {
-                    too_many(&request_id, who.as_deref(), wait_secs + 1, burst)
+                    let key = SubjectKey::of(&context).ok();
+                    let who = key.as_ref().map(|key| &*key.subject);
+                    too_many(context.id(), who, wait_secs + 1, burst)
                 }
-                Verdict::NoKey | Verdict::Other => stack_bug(&request_id),
+                Verdict::NoKey => match SubjectKey::of(&context) {
+                    Err(bug) => bug.into_response(),
+                    Ok(_) => governor_failed(context.id()),
+                },
+                Verdict::Other => governor_failed(context.id()),
             })
         })
     }
@@ -357,10 +371,10 @@ where
     S: Service<Request, Response = Response>,
 {
     // Taken before the first await: the request body is not Sync.
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let request_id = || request_id.clone().unwrap_or_else(RequestId::generate);
-    let Ok(key) = SubjectKeyExtractor.extract(&request) else {
-        return Ok(stack_bug(&request_id()));
+    let context = RequestContext::of(&request, LAYER);
+    let (key, context) = match context.and_then(|c| Ok((SubjectKey::of(&c)?, c))) {
+        Ok(found) => found,
+        Err(bug) => return Ok(bug.into_response()),
     };
     let verdict = if shared.limits.usable() {
         shared
@@ -383,14 +397,14 @@ where
             }
             OnFailure::Closed => {
                 // The outage itself is logged once by the limiter.
-                return Ok(limiter_unavailable(Duration::from_secs(1), &request_id()));
+                return Ok(limiter_unavailable(Duration::from_secs(1), context.id()));
             }
         },
     };
     match wait {
         None => inner.call(request).await,
         Some(wait) => Ok(too_many(
-            &request_id(),
+            context.id(),
             Some(&key.subject),
             ceil_secs(wait).max(1),
             burst,
@@ -418,11 +432,9 @@ fn too_many(request_id: &RequestId, subject: Option<&str>, secs: u64, burst: u32
     .into_response(request_id)
 }
 
-fn stack_bug(request_id: &RequestId) -> Response {
-    tracing::error!(
-        request_id = %request_id,
-        "subject limit ran without tenant or principal: layer order is wrong"
-    );
+/// governor failed in a way it does not explain (not a refusal).
+fn governor_failed(request_id: &RequestId) -> Response {
+    tracing::error!(request_id = %request_id, "subject limiter failed");
     GatewayError::new(ErrorCode::Internal, "internal error").into_response(request_id)
 }
 
@@ -433,21 +445,27 @@ mod tests {
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     use super::*;
-    use odgw_core::Identity;
+    use odgw_core::{Identity, Principal};
 
     fn request(tenant: &str, subject: &str) -> Request {
         let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(RequestId::generate());
-        req.extensions_mut()
-            .insert(TenantId::parse(tenant).unwrap());
-        req.extensions_mut().insert(Principal::new(Identity {
-            subject: subject.to_owned(),
-            issuer: "https://idp.example.com/".to_owned(),
-            tenants: vec![tenant.to_owned()],
-            scopes: vec!["od:read".to_owned()],
-            expires_at: 0,
-        }));
+        let context = RequestContext::new(RequestId::generate(), None);
+        context.facts().update(|f| {
+            f.tenant = Some(TenantId::parse(tenant).unwrap());
+            f.principal = Some(Principal::new(Identity {
+                subject: subject.to_owned(),
+                issuer: "https://idp.example.com/".to_owned(),
+                tenants: vec![tenant.to_owned()],
+                scopes: vec!["od:read".to_owned()],
+                expires_at: 0,
+            }));
+        });
+        req.extensions_mut().insert(context);
         req
+    }
+
+    fn context(req: &Request) -> RequestContext {
+        RequestContext::of(req, "test").unwrap()
     }
 
     fn ok_service(
@@ -496,11 +514,12 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let r = svc.clone().oneshot(request("b", "alice")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        let mut other_issuer = request("a", "alice");
-        let extensions = other_issuer.extensions_mut();
-        let mut identity = Identity::clone(extensions.get::<Principal>().unwrap());
-        identity.issuer = "https://other.example.com/".to_owned();
-        extensions.insert(Principal::new(identity));
+        let other_issuer = request("a", "alice");
+        context(&other_issuer).facts().update(|f| {
+            let mut identity = Identity::clone(f.principal.as_ref().unwrap());
+            identity.issuer = "https://other.example.com/".to_owned();
+            f.principal = Some(Principal::new(identity));
+        });
         let r = svc.oneshot(other_issuer).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
@@ -512,7 +531,7 @@ mod tests {
             .service(ok_service());
         svc.clone().oneshot(request("a", "alice")).await.unwrap();
         let req = request("a", "alice");
-        let rid = req.extensions().get::<RequestId>().cloned().unwrap();
+        let rid = context(&req).id().clone();
         let r = svc.oneshot(req).await.unwrap();
         assert_eq!(r.headers()["x-request-id"], rid.as_str());
     }
@@ -534,7 +553,8 @@ mod tests {
             .layer(subject_limit_layer(per_minute(10), 10))
             .service(ok_service());
         let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(RequestId::generate());
+        req.extensions_mut()
+            .insert(RequestContext::new(RequestId::generate(), None));
         let r = svc.oneshot(req).await.unwrap();
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(r.headers()["odgw-error"], "internal_error");

@@ -20,8 +20,8 @@ use std::{
 
 use http::{Method, StatusCode};
 use odgw_core::{
-    Body, Identity, Principal, Rate, Request, RequestId, Response, SecretString, Tenant,
-    TenantAccess, TenantId,
+    Body, Identity, Principal, Rate, Request, RequestContext, RequestId, Response, SecretString,
+    Tenant, TenantAccess, TenantId,
 };
 use odgw_limit::{
     LimiterStatus, OnFailure, Pacer, PacingLayer, PacingSettings, Reason, RedisLimits,
@@ -286,15 +286,18 @@ fn assert_spaced(starts: &[Instant], interval: Duration) {
 
 fn request(t: &str, subject: &str) -> Request {
     let mut req = Request::new(Body::empty());
-    req.extensions_mut().insert(RequestId::generate());
-    req.extensions_mut().insert(tenant(t));
-    req.extensions_mut().insert(Principal::new(Identity {
-        subject: subject.to_owned(),
-        issuer: "https://idp.example.com/".to_owned(),
-        tenants: vec![t.to_owned()],
-        scopes: vec!["od:read".to_owned()],
-        expires_at: 0,
-    }));
+    let context = RequestContext::new(RequestId::generate(), None);
+    context.facts().update(|f| {
+        f.tenant = Some(tenant(t));
+        f.principal = Some(Principal::new(Identity {
+            subject: subject.to_owned(),
+            issuer: "https://idp.example.com/".to_owned(),
+            tenants: vec![t.to_owned()],
+            scopes: vec!["od:read".to_owned()],
+            expires_at: 0,
+        }));
+    });
+    req.extensions_mut().insert(context);
     req
 }
 

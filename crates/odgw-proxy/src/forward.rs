@@ -11,14 +11,12 @@ use std::{
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body::Body as _;
 use odgw_core::{
-    Body, ErrorCode, GatewayError, Request, RequestFacts, RequestId, Response, ReturnedRequest,
-    Tenant,
+    Body, ErrorCode, GatewayError, Request, RequestContext, RequestId, Response, ReturnedRequest,
 };
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    api_path_rest, check_path,
     client::UpstreamClient,
     error::UpstreamError,
     guard::BodyLimitTripped,
@@ -32,9 +30,9 @@ use crate::{
 /// (minus hop-by-hop and any `Odgw-*`) and streamed body. Upstream 4xx and 5xx
 /// pass through as they are.
 ///
-/// Reads [`Tenant`], [`RequestId`] and [`RequestFacts`] from the request
-/// extensions (a missing one is 500 `internal_error`: an outer layer is
-/// missing), and fills `upstream_status` and `upstream_ms` in the facts.
+/// Reads the [`RequestContext`], the guard's [`odgw_core::ApiPath`] and the
+/// resolved [`odgw_core::Tenant`] (a missing one is the stack-order bug's
+/// 500), and fills `upstream_status` and `upstream_ms` in the facts.
 /// An upstream 429 to a request without a body carries that request's head
 /// back as a [`ReturnedRequest`], for pacing's retry.
 /// Failures: 502 `upstream_unavailable`, 504 `upstream_timeout`, and 413
@@ -69,31 +67,24 @@ impl Service<Request> for Forwarder {
 }
 
 async fn forward(client: UpstreamClient, request: Request) -> Response {
-    let Some(request_id) = request.extensions().get::<RequestId>().cloned() else {
-        return internal("request id missing", &RequestId::generate());
+    const LAYER: &str = "forwarder";
+    let context = RequestContext::of(&request, LAYER).and_then(|c| {
+        let api_path = c.api_path(&request, LAYER)?;
+        Ok((c.tenant(&request, LAYER)?, api_path, c))
+    });
+    // The path is the one the guard admitted (checked against SPEC §4).
+    let (tenant, api_path, context) = match context {
+        Ok(found) => found,
+        Err(bug) => return bug.into_response(),
     };
-    let (Some(facts), Some(tenant)) = (
-        request.extensions().get::<RequestFacts>().cloned(),
-        request.extensions().get::<Tenant>().cloned(),
-    ) else {
-        return internal("request context missing", &request_id);
-    };
+    let (request_id, facts) = (context.id().clone(), context.facts().clone());
     let limit = request.extensions().get::<BodyLimitTripped>().cloned();
 
-    // The guard has already checked these; checking again keeps the
-    // forwarder safe on its own (and a missing guard visible).
-    let path = request.uri().path();
-    let Some(rest) = api_path_rest(path) else {
-        return GatewayError::new(ErrorCode::NotFound, "no such route").into_response(&request_id);
-    };
-    if let Err(error) = check_path(path) {
-        return GatewayError::new(ErrorCode::BadPath, error.to_string()).into_response(&request_id);
-    }
     if authorization_value(&tenant.authorization).is_err() {
         tracing::error!(request_id = %request_id, tenant = %tenant.id, "tenant authorization is not a valid header value");
         return internal("tenant credentials unusable", &request_id);
     }
-    let uri = match upstream_uri(&tenant.base_url, rest, request.uri().query()) {
+    let uri = match upstream_uri(&tenant.base_url, api_path.rest(), api_path.query()) {
         Ok(uri) => uri,
         Err(error) => {
             tracing::error!(request_id = %request_id, tenant = %tenant.id, %error, "bad upstream uri");

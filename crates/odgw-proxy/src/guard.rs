@@ -14,27 +14,20 @@ use bytes::Bytes;
 use futures_util::future::{ready, Either, Ready};
 use http::{header, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use odgw_core::{Body, ErrorCode, GatewayError, Request, RequestId, Response};
+use odgw_core::{ApiPath, Body, ErrorCode, GatewayError, Request, RequestContext, Response};
 use tower::{Layer, Service};
 
 use crate::{check_path, error::BodyLimitExceeded};
 
-/// The prefix every data-plane path starts with (SPEC §4).
-pub const API_PREFIX: &str = "/api/v1/";
-
-/// The part of a data-plane path after `/api/v1/`, if it has one.
-pub fn api_path_rest(path: &str) -> Option<&str> {
-    path.strip_prefix(API_PREFIX)
-        .filter(|rest| !rest.is_empty())
-}
-
 /// Answers, in this order: 404 `not_found` outside `/api/v1/{path}`, 400
-/// `bad_path` for a path [`check_path`] refuses, 400 `bad_request` for a
-/// case variant of a standard method (`delete`, `Post`) and for an invalid
-/// or repeated `Content-Length`, 413 `body_too_large` for a declared
-/// length over `max_body`. Every other request goes on with its body wrapped
-/// so that a body without a declared length is cut off at `max_body`; the
-/// [`crate::Forwarder`] turns that cut into 413.
+/// `bad_path` for a path [`check_path`] refuses, 405 `method_not_allowed`
+/// for any method but GET, HEAD, POST, PUT, PATCH and DELETE spelled exactly
+/// (a case variant such as `delete` or `Post` included), 400 `bad_request`
+/// for an invalid or repeated `Content-Length`, 413 `body_too_large` for a
+/// declared length over `max_body`. Every other request goes on with its
+/// [`ApiPath`] inserted and its body wrapped so that a body without a
+/// declared length is cut off at `max_body`; the [`crate::Forwarder`] turns
+/// that cut into 413.
 #[derive(Debug, Clone, Copy)]
 pub struct GuardLayer {
     max_body: u64,
@@ -78,24 +71,24 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let Some(request_id) = request.extensions().get::<RequestId>().cloned() else {
-            let error = GatewayError::new(ErrorCode::Internal, "request id missing");
-            return Either::Left(ready(Ok(error.into_response(&RequestId::generate()))));
+        let context = match RequestContext::of(&request, "guard") {
+            Ok(context) => context,
+            Err(bug) => return Either::Left(ready(Ok(bug.into_response()))),
         };
         match self.admit(request) {
             Ok(request) => Either::Right(self.inner.call(request)),
-            Err(error) => Either::Left(ready(Ok(error.into_response(&request_id)))),
+            Err(error) => Either::Left(ready(Ok(error.into_response(context.id())))),
         }
     }
 }
 
 impl<S> Guard<S> {
     fn admit(&self, request: Request) -> Result<Request, GatewayError> {
-        let path = request.uri().path();
-        if api_path_rest(path).is_none() {
+        let Some(path) = ApiPath::from_uri(request.uri()) else {
             return Err(GatewayError::new(ErrorCode::NotFound, "no such route"));
-        }
-        check_path(path).map_err(|e| GatewayError::new(ErrorCode::BadPath, e.to_string()))?;
+        };
+        check_path(path.full())
+            .map_err(|e| GatewayError::new(ErrorCode::BadPath, e.to_string()))?;
         if !is_forwardable_method(request.method()) {
             return Err(GatewayError::new(
                 ErrorCode::MethodNotAllowed,
@@ -118,6 +111,7 @@ impl<S> Guard<S> {
             return Err(too_large());
         }
         let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(path);
         let tripped = BodyLimitTripped::default();
         parts.extensions.insert(tripped.clone());
         let body = Body::new(LimitedBody {
@@ -247,6 +241,7 @@ mod tests {
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     use super::*;
+    use odgw_core::RequestId;
 
     const MAX: u64 = 16;
 
@@ -281,9 +276,10 @@ mod tests {
         builder
             .extensions_mut()
             .unwrap()
-            .insert(RequestId::from_client(Some(
-                &http::HeaderValue::from_static("rid-1"),
-            )));
+            .insert(RequestContext::new(
+                RequestId::from_client(Some(&http::HeaderValue::from_static("rid-1"))),
+                None,
+            ));
         builder
     }
 
@@ -307,6 +303,9 @@ mod tests {
             "/api/v2/patients",
             "/API/V1/patients",
             "/api/v1x/patients",
+            // The prefix is matched exactly: a case variant cannot reach
+            // the scope check as a path under /api/v1.
+            "/API/V1/queries/ShortQuery",
             "/admin/v1/tenants",
             "/healthz",
         ] {
@@ -455,13 +454,5 @@ mod tests {
         ] {
             assert_eq!(parse_content_length(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn api_rest_needs_a_non_empty_rest() {
-        assert_eq!(api_path_rest("/api/v1/patients/11"), Some("patients/11"));
-        assert_eq!(api_path_rest("/api/v1/"), None);
-        assert_eq!(api_path_rest("/api/v1"), None);
-        assert_eq!(api_path_rest("/api/v2/x"), None);
     }
 }

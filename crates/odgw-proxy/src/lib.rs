@@ -33,7 +33,7 @@ pub use error::{
     UpstreamUriError,
 };
 pub use forward::Forwarder;
-pub use guard::{api_path_rest, Guard, GuardLayer, API_PREFIX};
+pub use guard::{Guard, GuardLayer};
 pub use hop::{strip_hop_by_hop, HopByHop, HopByHopFuture, HopByHopLayer};
 pub use path::{check_path, check_path_bytes};
 pub use upstream::{authorization_value, upstream_headers, upstream_uri};

@@ -47,10 +47,12 @@ use odgw_audit::{AuditLayer, AuditSettings, AuditSink, FileAuditLog, IntentLayer
 use odgw_auth::{AuthLayer, AuthSettings, Authenticator, IssuerSettings, KeySource};
 use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
 use odgw_console::{oidc::OidcSettings, session::CookieKey, Console, ConsoleSettings};
+use odgw_context::RequestContextLayer;
 use odgw_core::{Request, Response, SecretString, TenantId};
 use odgw_keystore::{CachedKeyStore, ChangeFeed, KeyStore, TenantDefaults};
 use odgw_limit::{LocalPacer, Pacer, PacingLayer, PacingSettings, RedisLimits, SubjectLimitLayer};
 use odgw_proxy::{Forwarder, GuardLayer, HopByHopLayer, UpstreamClient, UpstreamSettings};
+use odgw_tenant::TenantLayer;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::{
@@ -63,11 +65,9 @@ use odgw_admin::{AdminParts, ConfigReload, ReloadReport, TenantProbe};
 use crate::{
     backends::{self, ChangeCounters},
     config::{self, changed_keys, Config, ConfigErrors, ConfigSource, Env},
-    context::RequestContextLayer,
     listener::{serve_listener_tls, ConnectionLimits},
     metrics::{self, RequestMetrics},
     probe::{Readiness, UpstreamProbe},
-    tenant::TenantLayer,
     tls::{self, ReloadableCert, TlsError},
 };
 

@@ -12,7 +12,6 @@ pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod context;
 pub mod dev;
 pub mod gateway;
 pub mod hardening;
@@ -20,8 +19,6 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
-pub mod routes;
-pub mod tenant;
 pub mod tls;
 pub mod token;
 

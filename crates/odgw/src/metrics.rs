@@ -35,11 +35,9 @@
 //! The limiter families appear with `limits.backend = "redis"` only, the
 //! store families with `store.backend = "postgres"` only.
 
-pub mod requests;
-
 use prometheus_client::{metrics::info::Info, registry::Registry};
 
-pub use requests::{Finished, RequestMetrics};
+pub use odgw_context::{Finished, RequestMetrics};
 
 /// Registers `odgw_build_info{version="…"} 1`: which build a scrape came from.
 pub fn register_build_info(registry: &mut Registry) {

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use odgw_admin::{CheckReport, ReadinessCheck, TenantProbe};
 use odgw_audit::{AuditSink, FileAuditLog};
 use odgw_auth::Authenticator;
-use odgw_core::{Body, ErrorCode, GatewayError, RequestFacts, RequestId, TenantId};
+use odgw_core::{ApiPath, Body, ErrorCode, GatewayError, RequestContext, RequestId, TenantId};
 use odgw_keystore::{KeyStore, StoreError};
 use odgw_limit::{LimiterStatus, Pacer};
 use odgw_proxy::Forwarder;
@@ -66,14 +66,18 @@ impl UpstreamProbe {
                 )
                 .with_retry_after(rejection.retry_after.as_secs().max(1))
             })?;
-        let facts = RequestFacts::default();
         let mut request = http::Request::get(CHECK_PATH)
             .header(http::header::ACCEPT, "application/json")
             .body(Body::empty())
             .map_err(|_| GatewayError::new(ErrorCode::Internal, "internal error"))?;
+        // What the outer layers would have given a client's request: its
+        // context, the admitted path and the resolved tenant.
+        let path = ApiPath::from_uri(request.uri())
+            .ok_or_else(|| GatewayError::new(ErrorCode::Internal, "internal error"))?;
+        let context = RequestContext::new(RequestId::generate(), None);
+        request.extensions_mut().insert(path);
         request.extensions_mut().insert(tenant);
-        request.extensions_mut().insert(RequestId::generate());
-        request.extensions_mut().insert(facts.clone());
+        request.extensions_mut().insert(context);
         let Ok(response) = self.forwarder.oneshot(request).await;
         if let Some(code) = response.extensions().get::<ErrorCode>().copied() {
             // The forwarder's own failure (unreachable, timeout): report it, not a status.

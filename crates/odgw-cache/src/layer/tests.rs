@@ -5,7 +5,7 @@ use std::{
 };
 
 use http::Method;
-use odgw_core::{Facts, Rate, SecretString, TenantAccess, TenantId};
+use odgw_core::{ApiPath, Facts, Rate, SecretString, Tenant, TenantAccess, TenantId};
 use tower::{service_fn, ServiceBuilder};
 
 use super::*;
@@ -38,10 +38,22 @@ fn request(method: Method, uri: &str, tenant: &Tenant) -> Request {
     let mut req = Request::new(Body::empty());
     *req.method_mut() = method;
     *req.uri_mut() = uri.parse().unwrap();
-    req.extensions_mut().insert(RequestId::generate());
-    req.extensions_mut().insert(RequestFacts::default());
+    admit(&mut req);
     req.extensions_mut().insert(tenant.clone());
     req
+}
+
+/// What the outer layers give a request before the cache: its context and
+/// the guard's admitted path.
+fn admit(req: &mut Request) {
+    let path = ApiPath::from_uri(req.uri()).unwrap();
+    req.extensions_mut().insert(path);
+    req.extensions_mut()
+        .insert(RequestContext::new(RequestId::generate(), None));
+}
+
+fn context(req: &Request) -> RequestContext {
+    RequestContext::of(req, "test").unwrap()
 }
 
 /// Upstream stand-in: answers `status(n)` with body `v{n}` on its n-th call
@@ -80,8 +92,10 @@ impl Upstream {
             async move {
                 let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                if let Some(facts) = req.extensions().get::<RequestFacts>() {
-                    facts.update(|f| f.upstream_status = Some((this.status)(n).as_u16()));
+                if let Ok(context) = RequestContext::of(&req, "test") {
+                    context
+                        .facts()
+                        .update(|f| f.upstream_status = Some((this.status)(n).as_u16()));
                 }
                 let mut response = Response::new(Body::from(format!("v{n}")));
                 *response.status_mut() = (this.status)(n);
@@ -116,7 +130,7 @@ async fn send(
     svc: &(impl Service<Request, Response = Response, Error = Infallible> + Clone),
     req: Request,
 ) -> (Response, Facts) {
-    let facts = req.extensions().get::<RequestFacts>().cloned().unwrap();
+    let facts = context(&req).facts().clone();
     let response = svc.clone().oneshot(req).await.unwrap();
     (response, facts.snapshot())
 }
@@ -246,7 +260,7 @@ async fn concurrent_misses_share_an_unstored_answer() {
         .map(|_| {
             let svc = svc.clone();
             let req = get("/api/v1/preferences", &t);
-            let facts = req.extensions().get::<RequestFacts>().cloned().unwrap();
+            let facts = context(&req).facts().clone();
             tokio::spawn(async move { (svc.oneshot(req).await.unwrap(), facts) })
         })
         .collect();
@@ -382,7 +396,7 @@ async fn odgw_errors_pass_through_uncached_with_their_code() {
     let counted = Arc::clone(&calls);
     let inner = service_fn(move |req: Request| {
         counted.fetch_add(1, Ordering::SeqCst);
-        let rid = req.extensions().get::<RequestId>().cloned().unwrap();
+        let rid = context(&req).id().clone();
         async move {
             // An odgw-made 200 is unlikely, but must still not be stored.
             let mut r = GatewayError::new(ErrorCode::RateLimited, "queue full").into_response(&rid);
@@ -497,7 +511,7 @@ async fn a_cacheable_request_without_tenant_is_an_internal_error() {
     let svc = stack(&cache, &upstream);
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = "/api/v1/preferences".parse().unwrap();
-    req.extensions_mut().insert(RequestId::generate());
+    admit(&mut req);
     let r = svc.oneshot(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(r.headers()["odgw-error"], "internal_error");

@@ -7,9 +7,6 @@
 //! bounded whatever clients send. Counting takes no lock that writers wait
 //! on: the label families are read-locked once a label set exists, counters
 //! and histogram buckets are atomics.
-//!
-//! Depends on `odgw-core`, `http` and `prometheus-client` only, so it moves
-//! with the request-context layer.
 
 use std::{
     sync::{

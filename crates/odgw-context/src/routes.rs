@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use odgw_core::ApiPath;
+
 /// Open Dental's resources (opendental-api.md §4.2), lowercase.
 const RESOURCES: &[&str] = &[
     "accountmodules",
@@ -116,7 +118,7 @@ const RESOURCES: &[&str] = &[
 /// metrics allocates nothing.
 pub fn route_template(path: &str) -> &'static str {
     const OTHER: &str = "other";
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
+    let Some(rest) = ApiPath::rest_of(path) else {
         return OTHER;
     };
     let mut segments = rest.split('/');

@@ -1,6 +1,7 @@
-//! Tenant resolution: turns the [`TenantId`] chosen by auth into the
-//! [`Tenant`] that pacing, cache and forwarding need, by reading (and
-//! decrypting) the practice's record from the key store.
+//! Tenant resolution: turns the tenant auth selected (in the
+//! [`RequestContext`]) into the [`odgw_core::Tenant`] that pacing, cache and
+//! forwarding need, by reading (and decrypting) the practice's record from
+//! the key store.
 
 use std::{
     future::Future,
@@ -9,14 +10,18 @@ use std::{
     task::{Context, Poll},
 };
 
-use odgw_core::{ErrorCode, GatewayError, Request, RequestId, Response, TenantId};
+use odgw_core::{ErrorCode, GatewayError, Request, RequestContext, Response};
 use odgw_keystore::{KeyStore, StoreError, TenantDefaults};
 use tower::{Layer, Service};
 
 /// `Retry-After` on a 503 `store_unavailable`: about one reconnect attempt.
 const STORE_RETRY_AFTER_SECS: u64 = 2;
 
-/// Looks the tenant up; 403 `unknown_tenant` or `tenant_disabled` otherwise.
+/// This layer's name in stack-order bug reports.
+const LAYER: &str = "tenant resolution";
+
+/// Looks the tenant up and inserts it as [`odgw_core::Tenant`]; 403 `unknown_tenant`
+/// or `tenant_disabled`, or 503 `store_unavailable`, otherwise.
 #[derive(Debug, Clone)]
 pub struct TenantLayer {
     store: Arc<dyn KeyStore>,
@@ -70,16 +75,13 @@ where
         let store = self.store.clone();
         let defaults = self.defaults.clone();
         Box::pin(async move {
-            let request_id = req
-                .extensions()
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::generate);
-            let Some(tenant_id) = req.extensions().get::<TenantId>().cloned() else {
-                tracing::error!("tenant resolution ran without a TenantId: stack order bug");
-                return Ok(GatewayError::new(ErrorCode::Internal, "internal error")
-                    .into_response(&request_id));
+            let context = RequestContext::of(&req, LAYER)
+                .and_then(|context| Ok((context.selected_tenant(LAYER)?, context)));
+            let (tenant_id, context) = match context {
+                Ok(found) => found,
+                Err(bug) => return Ok(bug.into_response()),
             };
+            let request_id = context.id();
             let record = match store.get(&tenant_id).await {
                 Ok(Some(record)) => record,
                 Ok(None) => {
@@ -87,7 +89,7 @@ where
                         ErrorCode::UnknownTenant,
                         "no key pair is stored for this tenant",
                     )
-                    .into_response(&request_id))
+                    .into_response(request_id))
                 }
                 // A shared store out of reach, with no last known record to
                 // fall back on: say so (503), as opposed to a broken store.
@@ -98,20 +100,20 @@ where
                         "the key store cannot be reached",
                     );
                     problem.retry_after = Some(STORE_RETRY_AFTER_SECS);
-                    return Ok(problem.into_response(&request_id));
+                    return Ok(problem.into_response(request_id));
                 }
                 Err(error) => {
                     tracing::error!(%error, tenant = %tenant_id, "key store read failed");
                     return Ok(
                         GatewayError::new(ErrorCode::Internal, "key store unavailable")
-                            .into_response(&request_id),
+                            .into_response(request_id),
                     );
                 }
             };
             if !record.enabled {
                 return Ok(
                     GatewayError::new(ErrorCode::TenantDisabled, "the tenant is disabled")
-                        .into_response(&request_id),
+                        .into_response(request_id),
                 );
             }
             let tenant = match record.to_tenant(&defaults) {
@@ -122,7 +124,7 @@ where
                         ErrorCode::UnknownTenant,
                         "no developer key is configured for this tenant",
                     )
-                    .into_response(&request_id));
+                    .into_response(request_id));
                 }
             };
             req.extensions_mut().insert(tenant);

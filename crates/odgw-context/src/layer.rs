@@ -1,6 +1,6 @@
-//! The request-context layer: gives every request its [`RequestId`],
-//! [`RequestFacts`] slot and [`ClientIp`], stamps `X-Request-Id` on every
-//! response, and writes the one access-log line per request.
+//! The request-context layer: gives every request its [`RequestContext`]
+//! (id, peer address, facts), stamps `X-Request-Id` on every response,
+//! writes the one access-log line per request and counts it.
 
 use std::{
     future::Future,
@@ -11,13 +11,13 @@ use std::{
 
 use http::{HeaderValue, Method};
 use odgw_core::{
-    headers, ClientIp, ErrorCode, Request, RequestFacts, RequestId, Response, TenantId,
+    headers, ClientIp, ErrorCode, Request, RequestContext, RequestId, Response, TenantId,
 };
 use tower::{Layer, Service};
 
 use crate::metrics::{Finished, RequestMetrics};
 
-/// Inserts the per-request extensions every later layer relies on.
+/// Inserts the [`RequestContext`] every inner layer reads.
 #[derive(Debug, Clone)]
 pub struct RequestContextLayer {
     metrics: RequestMetrics,
@@ -30,22 +30,23 @@ impl RequestContextLayer {
 }
 
 impl<S> Layer<S> for RequestContextLayer {
-    type Service = RequestContext<S>;
+    type Service = RequestContextService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext {
+        RequestContextService {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
+/// The service made by [`RequestContextLayer`].
 #[derive(Debug, Clone)]
-pub struct RequestContext<S> {
+pub struct RequestContextService<S> {
     inner: S,
     metrics: RequestMetrics,
 }
 
-impl<S> Service<Request> for RequestContext<S>
+impl<S> Service<Request> for RequestContextService<S>
 where
     S: Service<Request, Response = Response> + Send + 'static,
     S::Future: Send + 'static,
@@ -63,14 +64,16 @@ where
         // Runs after hop-by-hop stripping: an X-Request-Id named in
         // `Connection` is already gone and a new id is made.
         let request_id = RequestId::from_client(req.headers().get(headers::X_REQUEST_ID));
-        let facts = RequestFacts::default();
-        req.extensions_mut().insert(request_id.clone());
-        req.extensions_mut().insert(facts.clone());
+        // The server puts the peer address on the request; from here on it
+        // is read from the context like everything else.
+        let client_ip = req.extensions().get::<ClientIp>().map(|ip| ip.0);
+        if let Some(ip) = client_ip {
+            tracing::trace!(client_ip = %ip, "request received");
+        }
+        let context = RequestContext::new(request_id.clone(), client_ip);
+        req.extensions_mut().insert(context.clone());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        if let Some(ip) = req.extensions().get::<ClientIp>().copied() {
-            tracing::trace!(client_ip = %ip.0, "request received");
-        }
         let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -78,7 +81,7 @@ where
             if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
                 response.headers_mut().insert(headers::X_REQUEST_ID, value);
             }
-            let facts = facts.snapshot();
+            let facts = context.facts().snapshot();
             let code = response.extensions().get::<ErrorCode>().copied();
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
