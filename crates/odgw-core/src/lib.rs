@@ -4,23 +4,24 @@
 //!   to its HTTP status, problem+json body, `Odgw-Error` header and audit code.
 //! - Request extensions passed between layers: [`RequestId`], [`Principal`],
 //!   [`Tenant`], and [`RequestFacts`] (what the outer layers learn about a
-//!   request from the inner ones, for the audit record and the access log);
-//!   on the way back, [`ReturnedRequest`] on an upstream 429.
+//!   request from the inner ones, for the audit record and the access log),
+//!   and [`UpstreamBudget`] (the tenant budget the pacing layer granted, for
+//!   the forwarder's answer to Open Dental's 429).
 //! - [`SecretString`]: zeroizing, never printed.
 //! - [`units`]: the duration, rate and size syntax of the config.
 
+mod budget;
 mod error;
 mod ids;
 mod principal;
-mod returned;
 mod secret;
 mod tenant;
 pub mod units;
 
-pub use error::{ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
+pub use budget::{NoSlot, UpstreamBudget};
+pub use error::{ceil_secs, ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
 pub use ids::{ClientIp, Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
 pub use principal::{Identity, Principal};
-pub use returned::ReturnedRequest;
 pub use secret::SecretString;
 pub use tenant::{Tenant, TenantAccess};
 pub use units::{ByteSize, HumanDuration, Rate};
