@@ -1,6 +1,6 @@
 //! The one place where odgw-made errors become HTTP responses.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, time::Duration};
 
 use http::{header, HeaderValue, StatusCode};
 
@@ -107,6 +107,12 @@ impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Whole seconds, rounded up, for `Retry-After` and `RateLimit-Reset`: a
+/// client that waits this long is not early.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// Values for the `RateLimit-*` headers of a 429.
@@ -235,6 +241,14 @@ impl std::error::Error for GatewayError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_seconds_round_up() {
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+    }
 
     #[test]
     fn problem_response_has_code_header_body_and_extension() {

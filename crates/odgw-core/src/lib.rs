@@ -8,27 +8,28 @@
 //!   log), read one way by every layer, with the one [`StackOrderBug`] 500
 //!   for a layer that runs without what an outer layer provides.
 //! - Request extensions passed between layers: [`ApiPath`] from the guard,
-//!   [`Tenant`] from tenant resolution; on the way back, [`ReturnedRequest`]
-//!   on an upstream 429.
+//!   [`Tenant`] from tenant resolution, and [`UpstreamBudget`] (the tenant
+//!   budget the pacing layer granted, for the forwarder's answer to Open
+//!   Dental's 429).
 //! - [`SecretString`]: zeroizing, never printed.
 //! - [`units`]: the duration, rate and size syntax of the config.
 
 mod api_path;
+mod budget;
 mod context;
 mod error;
 mod ids;
 mod principal;
-mod returned;
 mod secret;
 mod tenant;
 pub mod units;
 
 pub use api_path::ApiPath;
+pub use budget::{NoSlot, UpstreamBudget};
 pub use context::{RequestContext, StackOrderBug};
-pub use error::{ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
+pub use error::{ceil_secs, ErrorCode, GatewayError, RateLimitInfo, PROBLEM_JSON};
 pub use ids::{ClientIp, Facts, InvalidTenantId, RequestFacts, RequestId, TenantId, TenantIdSet};
 pub use principal::{Identity, Principal};
-pub use returned::ReturnedRequest;
 pub use secret::SecretString;
 pub use tenant::{Tenant, TenantAccess};
 pub use units::{ByteSize, HumanDuration, Rate};

@@ -6,9 +6,10 @@
 //!   wait in FIFO order up to [`PacingSettings::queue_timeout`] and
 //!   [`PacingSettings::queue_depth`].
 //! - [`PacingLayer`] / [`Pacing`]: waits for the tenant's
-//!   slot, answers 429 `rate_limited` when none comes in time, and turns
-//!   Open Dental's own 429 into a tenant pause plus at most one retry of a
-//!   GET or HEAD (`upstream_throttled` when that does not fit).
+//!   slot, answers 429 `rate_limited` when none comes in time, and hands the
+//!   forwarder the tenant's budget (`odgw_core::UpstreamBudget`), through
+//!   which it turns Open Dental's own 429 into a tenant pause plus at most
+//!   one retry of a GET or HEAD (`upstream_throttled` when that does not fit).
 //! - [`SubjectLimitLayer`] / [`SubjectLimit`] (built with
 //!   [`subject_limit_layer`]): tower_governor keyed by tenant and JWT subject,
 //!   answered at once with 429 `rate_limited`.
@@ -36,9 +37,7 @@ mod subject;
 pub use cluster::{LimitError, LimiterStatus, OnFailure, RedisLimits, RedisSettings};
 pub use metrics::register_pacing_metrics;
 pub use pacer::{LocalPacer, PaceRejection, Pacer, PacingSettings, Permit, Reason};
-pub use pacing::{
-    parse_retry_after, Pacing, PacingLayer, DEFAULT_UPSTREAM_RETRY_AFTER, MAX_UPSTREAM_RETRY_AFTER,
-};
+pub use pacing::{Pacing, PacingLayer};
 pub use subject::{
     subject_limit_layer, SubjectKey, SubjectKeyExtractor, SubjectLimit, SubjectLimitLayer,
 };

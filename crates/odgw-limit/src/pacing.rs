@@ -1,30 +1,22 @@
-//! The tenant pacing layer: waits for the tenant's upstream budget, and turns
-//! Open Dental's own 429s into pauses and (for reads) one retry.
+//! The tenant pacing layer: waits for the tenant's upstream budget, and hands
+//! the forwarder that budget, through which it answers Open Dental's own 429s
+//! with a pause and (for reads) one retry.
 
 use std::{
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Method, StatusCode};
-use http_body::Body as _;
 use odgw_core::{
-    Body, ErrorCode, GatewayError, RateLimitInfo, Request, RequestContext, RequestId, Response,
-    ReturnedRequest,
+    ErrorCode, GatewayError, NoSlot, Rate, RateLimitInfo, Request, RequestContext, RequestId,
+    Response, TenantId, UpstreamBudget,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{PaceRejection, Pacer, PacingSettings, Reason};
-
-/// The pause taken when Open Dental's 429 has no usable `Retry-After`
-/// (public clients use the same default).
-pub const DEFAULT_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
-/// The longest pause an upstream `Retry-After` may impose, so a garbled or
-/// hostile value cannot stall a tenant for hours.
-pub const MAX_UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// This layer's name in stack-order bug reports.
 const LAYER: &str = "pacing";
@@ -36,12 +28,13 @@ const LAYER: &str = "pacing";
 ///   `rate_limited`, Open Dental is not called.
 /// - The shared budget store is unreachable and its policy is to refuse
 ///   ([`Reason::Unavailable`]): 503 `limiter_unavailable`.
-/// - Open Dental answers 429 (a 429 without an [`ErrorCode`] extension): the
-///   tenant is paused for its `Retry-After`; a GET or HEAD without a body is
-///   retried once if a slot comes within the request's deadline (arrival +
-///   `queue_timeout`); otherwise, and for every other method, 429
-///   `upstream_throttled`. The retry is sent from the [`ReturnedRequest`]
-///   the inner service put on its 429; without one there is no retry.
+/// - Otherwise the request goes on with an `Arc<dyn UpstreamBudget>` in
+///   its extensions. When Open Dental answers 429 the forwarder pauses the
+///   tenant through it for the `Retry-After`, and waits through it for the
+///   slot of its one retry of a bodiless GET or HEAD: a slot that must come
+///   before the request's deadline, its arrival here plus `queue_timeout`
+///   (the first wait counts against it). Answers from inside pass through
+///   untouched.
 #[derive(Debug, Clone)]
 pub struct PacingLayer {
     pacer: Arc<dyn Pacer>,
@@ -149,97 +142,61 @@ where
         return Ok(rate_limited(&rejection, &request_id));
     }
 
-    let replayable = replayable(&request);
-    let mut response = inner.ready().await?.call(request).await?;
-    let Some(retry_after) = upstream_throttle(&response) else {
-        return Ok(response);
-    };
-    // The head to retry from, if the forwarder handed one back. This 429
-    // itself never goes further up: odgw answers with its own 429 or with
-    // the retry's response.
-    let returned = response.extensions_mut().remove::<ReturnedRequest>();
-    pacer.pause_until(&tenant_id, Instant::now() + retry_after);
-    tracing::warn!(
-        tenant = %tenant_id,
-        request_id = %request_id,
-        retry_after_ms = retry_after.as_millis() as u64,
-        "open dental answered 429; tenant paused"
-    );
-
-    let Some(ReturnedRequest(head)) = returned.filter(|_| replayable) else {
-        return Ok(upstream_throttled(retry_after, limit, &request_id));
-    };
-    let budget = deadline.saturating_duration_since(Instant::now());
-    if let Err(rejection) = pacer.acquire(&tenant_id, rate, burst, budget).await {
-        return Ok(upstream_throttled(
-            rejection.retry_after.max(retry_after),
-            limit,
-            &request_id,
-        ));
-    }
-    drop(response);
-    let again = Request::from_parts(head, Body::empty());
-    let response = inner.ready().await?.call(again).await?;
-    match upstream_throttle(&response) {
-        None => Ok(response),
-        Some(retry_after) => {
-            pacer.pause_until(&tenant_id, Instant::now() + retry_after);
-            Ok(upstream_throttled(retry_after, limit, &request_id))
-        }
-    }
-}
-
-/// Whether the request may be sent a second time after an upstream 429: a
-/// GET or HEAD whose body is known to be empty. Writes never are, nor
-/// anything whose body the first try consumed. The head itself comes back
-/// from the forwarder ([`ReturnedRequest`]), so nothing is copied up front.
-fn replayable(request: &Request) -> bool {
-    let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let declared_empty = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .is_none_or(|v| v.as_bytes() == b"0");
-    let body_empty = request.body().size_hint().exact() == Some(0);
-    read && declared_empty && body_empty
-}
-
-/// The pause Open Dental asks for, if this response is its 429 (odgw's own
-/// 429s carry an [`ErrorCode`] and are not upstream throttling).
-fn upstream_throttle(response: &Response) -> Option<Duration> {
-    (response.status() == StatusCode::TOO_MANY_REQUESTS
-        && response.extensions().get::<ErrorCode>().is_none())
-    .then(|| {
-        parse_retry_after(
-            response.headers().get(header::RETRY_AFTER),
-            SystemTime::now(),
-        )
-    })
-}
-
-/// Reads `Retry-After` as delta seconds or an HTTP date, relative to `now`.
-/// Absent or unreadable values give [`DEFAULT_UPSTREAM_RETRY_AFTER`]; every
-/// value is capped at [`MAX_UPSTREAM_RETRY_AFTER`].
-pub fn parse_retry_after(value: Option<&HeaderValue>, now: SystemTime) -> Duration {
-    let parsed = value.and_then(|v| v.to_str().ok()).and_then(|text| {
-        let text = text.trim();
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            // Too many digits to fit is still "a very long time".
-            Some(text.parse().map_or(Duration::MAX, Duration::from_secs))
-        } else {
-            let date = httpdate::parse_http_date(text).ok()?;
-            Some(date.duration_since(now).unwrap_or(Duration::ZERO))
-        }
+    // The forwarder answers Open Dental's 429 through this handle: it pauses
+    // the tenant and waits for the retry's slot within the same deadline.
+    let budget: Arc<dyn UpstreamBudget> = Arc::new(GrantedBudget {
+        pacer,
+        tenant: tenant_id,
+        rate,
+        burst,
+        limit,
+        deadline,
     });
-    parsed
-        .unwrap_or(DEFAULT_UPSTREAM_RETRY_AFTER)
-        .min(MAX_UPSTREAM_RETRY_AFTER)
+    let mut request = request;
+    request.extensions_mut().insert(budget);
+    inner.ready().await?.call(request).await
 }
 
-/// Whole seconds, rounded up: a client that waits this long is not early.
-/// Whole seconds, rounded up: a client that waits this long is not early.
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// The tenant budget of a request that got its slot: what the forwarder
+/// uses after Open Dental's 429.
+#[derive(Debug)]
+struct GrantedBudget {
+    pacer: Arc<dyn Pacer>,
+    tenant: TenantId,
+    rate: Rate,
+    burst: u32,
+    /// The tenant's burst, for `RateLimit-Limit`.
+    limit: u64,
+    /// The request's arrival at the pacing layer plus `queue_timeout`.
+    deadline: Instant,
 }
+
+impl UpstreamBudget for GrantedBudget {
+    fn pause(&self, retry_after: Duration) {
+        self.pacer
+            .pause_until(&self.tenant, Instant::now() + retry_after);
+    }
+
+    fn one_more_slot(&self) -> BoxFuture<'_, Result<(), NoSlot>> {
+        Box::pin(async move {
+            let max_wait = self.deadline.saturating_duration_since(Instant::now());
+            self.pacer
+                .acquire(&self.tenant, self.rate, self.burst, max_wait)
+                .await
+                .map(drop)
+                .map_err(|rejection| NoSlot {
+                    retry_after: rejection.retry_after,
+                })
+        })
+    }
+
+    fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Shared with the subject limit's answers.
+pub(crate) use odgw_core::ceil_secs;
 
 fn rate_limited(rejection: &PaceRejection, request_id: &RequestId) -> Response {
     let secs = ceil_secs(rejection.retry_after);
@@ -273,34 +230,19 @@ pub(crate) fn limiter_unavailable(retry_after: Duration, request_id: &RequestId)
     .into_response(request_id)
 }
 
-fn upstream_throttled(retry_after: Duration, limit: u64, request_id: &RequestId) -> Response {
-    let secs = ceil_secs(retry_after);
-    GatewayError::new(
-        ErrorCode::UpstreamThrottled,
-        "open dental throttled this tenant and no retry fits the deadline",
-    )
-    .with_retry_after(secs)
-    .with_rate_limit(RateLimitInfo {
-        limit,
-        remaining: 0,
-        reset_secs: secs,
-    })
-    .into_response(request_id)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    };
+    use std::sync::Mutex;
 
+    use http::{header, HeaderValue, Method, StatusCode};
     use http_body_util::BodyExt;
-    use odgw_core::{Rate, SecretString, Tenant, TenantAccess, TenantId};
+    use odgw_core::{Body, SecretString, Tenant, TenantAccess};
     use tower::{service_fn, ServiceBuilder};
 
     use super::*;
     use crate::LocalPacer;
+
+    type Infallible = std::convert::Infallible;
 
     fn tenant(rate: Rate, burst: u32) -> Tenant {
         Tenant::new(TenantAccess {
@@ -341,57 +283,54 @@ mod tests {
         }
     }
 
-    fn upstream_429(retry_after: &str) -> Response {
-        let mut r = Response::new(Body::from("throttled"));
-        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(retry_after).unwrap(),
-        );
-        r
-    }
-
-    /// Upstream's 429 as the forwarder passes it up: with the head of a
-    /// bodiless request returned in it.
-    fn throttled_returning(req: Request, retry_after: &str) -> Response {
-        let (head, body) = req.into_parts();
-        let mut response = upstream_429(retry_after);
-        if body.is_end_stream() {
-            response.extensions_mut().insert(ReturnedRequest(head));
-        }
-        response
-    }
-
     async fn problem(response: Response) -> serde_json::Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    /// An inner service that answers 429 with `retry_after` for the first
-    /// `throttled` calls and 200 after, recording when each call came.
+    type Calls = Arc<Mutex<Vec<Instant>>>;
+
+    /// An inner service that answers 200 at once, recording when each call came.
     fn upstream(
-        throttled: usize,
-        retry_after: &'static str,
-        calls: Arc<Mutex<Vec<(Method, Instant)>>>,
-    ) -> impl Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+        calls: Calls,
+    ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
            + Clone
            + Send
            + 'static {
-        let count = Arc::new(AtomicUsize::new(0));
+        service_fn(move |_req: Request| {
+            calls.lock().unwrap().push(Instant::now());
+            async { Ok(Response::new(Body::from("ok"))) }
+        })
+    }
+
+    /// What the forwarder does with the budget on Open Dental's 429, for
+    /// the first call only: pause the tenant for `retry_after`, then wait
+    /// for the retry's slot. Records when each call came and when its retry
+    /// would be sent (`Ok`), or why not (`Err`).
+    fn throttled_once(
+        retry_after: Duration,
+        calls: Calls,
+        retries: Arc<Mutex<Vec<Result<Instant, NoSlot>>>>,
+    ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+           + Clone
+           + Send
+           + 'static {
         service_fn(move |req: Request| {
-            let count = Arc::clone(&count);
-            let calls = Arc::clone(&calls);
+            let first = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(Instant::now());
+                calls.len() == 1
+            };
+            let budget = req.extensions().get::<Arc<dyn UpstreamBudget>>().cloned();
+            let retries = Arc::clone(&retries);
             async move {
-                calls
-                    .lock()
-                    .unwrap()
-                    .push((req.method().clone(), Instant::now()));
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                if n < throttled {
-                    Ok(throttled_returning(req, retry_after))
-                } else {
-                    Ok(Response::new(Body::from("ok")))
+                let budget = budget.expect("pacing hands the budget on");
+                if first {
+                    budget.pause(retry_after);
+                    let slot = budget.one_more_slot().await.map(|()| Instant::now());
+                    retries.lock().unwrap().push(slot);
                 }
+                Ok(Response::new(Body::from("ok")))
             }
         })
     }
@@ -399,10 +338,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_budget_wait_then_overflow_is_refused() {
         let pacer = Arc::new(LocalPacer::new(settings(2, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls = Calls::default();
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(2, 64)))
-            .service(upstream(0, "0", Arc::clone(&calls)));
+            .service(upstream(Arc::clone(&calls)));
         let t = tenant(one_per_second(), 1);
         let t0 = Instant::now();
         let futures: Vec<_> = (0..4)
@@ -422,12 +361,7 @@ mod tests {
                 StatusCode::TOO_MANY_REQUESTS
             ]
         );
-        let offsets: Vec<_> = calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, at)| *at - t0)
-            .collect();
+        let offsets: Vec<_> = calls.lock().unwrap().iter().map(|at| *at - t0).collect();
         let s = Duration::from_secs;
         assert_eq!(offsets, vec![s(0), s(1), s(2)]);
 
@@ -442,192 +376,161 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn upstream_429_pauses_and_a_get_is_retried_once() {
+    async fn the_budget_pauses_the_tenant_and_the_retry_slot_comes_after_the_pause() {
         let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (calls, retries) = (Calls::default(), Arc::default());
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(upstream(1, "2", Arc::clone(&calls)));
+            .service(throttled_once(
+                Duration::from_secs(2),
+                Arc::clone(&calls),
+                Arc::clone(&retries),
+            ));
         let t = tenant(one_per_second(), 1);
         let t0 = Instant::now();
         let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let calls = calls.lock().unwrap();
-        assert_eq!(calls.len(), 2);
-        assert_eq!(calls[1].1 - t0, Duration::from_secs(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_retry_is_the_returned_request_and_the_head_goes_no_further() {
-        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = Arc::clone(&seen);
-        let count = Arc::new(AtomicUsize::new(0));
-        let inner = service_fn(move |req: Request| {
-            seen2.lock().unwrap().push((
-                request_id(&req),
-                req.headers().get(header::ACCEPT).cloned(),
-                req.uri().clone(),
-            ));
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            async move {
-                Ok::<_, std::convert::Infallible>(if n < 2 {
-                    throttled_returning(req, "1")
-                } else {
-                    Response::new(Body::from("ok"))
-                })
-            }
-        });
-        let svc = ServiceBuilder::new()
-            .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(inner);
-        let t = tenant(one_per_second(), 1);
-        let mut req = request(Method::GET, &t);
-        req.headers_mut()
-            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let id = request_id(&req);
-        let response = svc.oneshot(req).await.unwrap();
-        // The retry was throttled too: odgw's own 429, with no head in it.
-        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-        assert!(response.extensions().get::<ReturnedRequest>().is_none());
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2);
-        assert_eq!(seen[0], seen[1], "the retry is the same request");
-        assert_eq!(seen[1].0, id);
-        assert_eq!(seen[1].1.as_ref().unwrap(), "application/json");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_429_without_a_returned_request_is_not_retried() {
-        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let calls2 = Arc::clone(&calls);
-        let inner = service_fn(move |_req: Request| {
-            calls2.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, std::convert::Infallible>(upstream_429("1")) }
-        });
-        let svc = ServiceBuilder::new()
-            .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(inner);
-        let t = tenant(one_per_second(), 1);
-        let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
-        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let retries = retries.lock().unwrap();
+        assert_eq!(*retries, [Ok(t0 + Duration::from_secs(2))]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_pause_holds_other_requests_of_the_tenant_too() {
         let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (calls, retries) = (Calls::default(), Arc::default());
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(upstream(1, "3", Arc::clone(&calls)));
+            .service(throttled_once(
+                Duration::from_secs(3),
+                Arc::clone(&calls),
+                Arc::clone(&retries),
+            ));
         let t = tenant(Rate::Unlimited, 1);
         let t0 = Instant::now();
         let first = svc.clone().oneshot(request(Method::GET, &t)).await.unwrap();
         assert_eq!(first.status(), StatusCode::OK);
         let second = svc.oneshot(request(Method::GET, &t)).await.unwrap();
         assert_eq!(second.status(), StatusCode::OK);
-        let offsets: Vec<_> = calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, at)| *at - t0)
-            .collect();
         let s = Duration::from_secs;
         // Unlimited: the retry and the next request both go when the pause ends.
-        assert_eq!(offsets, vec![s(0), s(3), s(3)]);
+        assert_eq!(*retries.lock().unwrap(), [Ok(t0 + s(3))]);
+        let offsets: Vec<_> = calls.lock().unwrap().iter().map(|at| *at - t0).collect();
+        assert_eq!(offsets, vec![s(0), s(3)]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn writes_are_never_retried() {
-        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-            let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-            let calls = Arc::new(Mutex::new(Vec::new()));
-            let svc = ServiceBuilder::new()
-                .layer(PacingLayer::new(pacer, settings(10, 64)))
-                .service(upstream(1, "2", Arc::clone(&calls)));
-            let t = tenant(one_per_second(), 1);
-            let response = svc.oneshot(request(method.clone(), &t)).await.unwrap();
-            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{method}");
-            assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-            assert_eq!(response.headers()["retry-after"], "2");
-            assert_eq!(calls.lock().unwrap().len(), 1, "{method} was retried");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_get_with_a_body_is_not_retried() {
-        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let svc = ServiceBuilder::new()
-            .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(upstream(1, "1", Arc::clone(&calls)));
-        let t = tenant(one_per_second(), 1);
-        let mut req = request(Method::GET, &t);
-        *req.body_mut() = Body::from("{}");
-        let response = svc.oneshot(req).await.unwrap();
-        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-        assert_eq!(calls.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_retry_after_beyond_the_deadline_is_upstream_throttled() {
+    async fn no_retry_slot_past_the_deadline_is_answered_at_once() {
         let pacer = Arc::new(LocalPacer::new(settings(3, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (calls, retries) = (Calls::default(), Arc::default());
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(3, 64)))
-            .service(upstream(1, "30", Arc::clone(&calls)));
+            .service(throttled_once(
+                Duration::from_secs(30),
+                Arc::clone(&calls),
+                Arc::clone(&retries),
+            ));
         let t = tenant(one_per_second(), 1);
         let before = Instant::now();
-        let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
+        svc.oneshot(request(Method::GET, &t)).await.unwrap();
         assert_eq!(
             Instant::now(),
             before,
             "no point waiting for a retry that cannot fit"
         );
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-        assert_eq!(response.headers()["retry-after"], "30");
-        assert_eq!(response.headers()["ratelimit-reset"], "30");
-        assert_eq!(problem(response).await["code"], "upstream_throttled");
-        assert_eq!(calls.lock().unwrap().len(), 1);
+        let retries = retries.lock().unwrap();
+        let Err(no_slot) = retries[0] else {
+            panic!("a slot after the deadline: {retries:?}");
+        };
+        // When the slot would come: the end of the pause.
+        assert_eq!(no_slot.retry_after, Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_second_429_ends_in_upstream_throttled() {
+    async fn the_first_wait_counts_against_the_retry_deadline() {
+        // All arrive at 0 with a 2 s queue timeout; the third gets the slot
+        // at 2 s, and after a 1 s pause its retry's slot (3 s) is past its
+        // deadline (2 s), though within 2 s of the slot it got.
+        let pacer: Arc<dyn Pacer> = Arc::new(LocalPacer::new(settings(2, 64)));
+        let (calls, retries) = (Calls::default(), Arc::new(Mutex::new(Vec::new())));
+        let plain = ServiceBuilder::new()
+            .layer(PacingLayer::new(Arc::clone(&pacer), settings(2, 64)))
+            .service(upstream(Arc::clone(&calls)));
+        let throttled = ServiceBuilder::new()
+            .layer(PacingLayer::new(pacer, settings(2, 64)))
+            .service(throttled_once(
+                Duration::from_secs(1),
+                Calls::default(),
+                Arc::clone(&retries),
+            ));
+        let t = tenant(one_per_second(), 1);
+        let t0 = Instant::now();
+        let (a, b, c) = tokio::join!(
+            plain.clone().oneshot(request(Method::GET, &t)),
+            plain.oneshot(request(Method::GET, &t)),
+            throttled.oneshot(request(Method::GET, &t)),
+        );
+        for response in [a, b, c] {
+            assert_eq!(response.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+        assert!(
+            matches!(retries.lock().unwrap()[..], [Err(_)]),
+            "{retries:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_names_the_tenants_limit() {
         let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let limits = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&limits);
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(upstream(5, "1", Arc::clone(&calls)));
-        let t = tenant(one_per_second(), 1);
-        let response = svc.oneshot(request(Method::HEAD, &t)).await.unwrap();
-        assert_eq!(response.headers()["odgw-error"], "upstream_throttled");
-        assert_eq!(calls.lock().unwrap().len(), 2, "exactly one retry");
+            .service(service_fn(move |req: Request| {
+                let budget = req.extensions().get::<Arc<dyn UpstreamBudget>>().cloned();
+                seen.lock().unwrap().push(budget.map(|b| b.limit()));
+                async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+            }));
+        for burst in [0, 1, 4] {
+            let t = tenant(Rate::Unlimited, burst);
+            svc.clone().oneshot(request(Method::GET, &t)).await.unwrap();
+        }
+        assert_eq!(*limits.lock().unwrap(), [Some(1), Some(1), Some(4)]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn odgw_made_429s_below_are_not_upstream_throttling() {
+    async fn answers_from_inside_pass_through_untouched() {
+        // Open Dental's 429 is the forwarder's to answer, and odgw's own
+        // 429s are final: pacing changes neither, and calls inside once.
         let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let calls2 = Arc::clone(&calls);
+        let calls = Calls::default();
+        let seen = Arc::clone(&calls);
         let inner = service_fn(move |req: Request| {
-            calls2.fetch_add(1, Ordering::SeqCst);
+            seen.lock().unwrap().push(Instant::now());
             let rid = request_id(&req).unwrap();
             async move {
-                Ok::<_, std::convert::Infallible>(
-                    GatewayError::new(ErrorCode::RateLimited, "x").into_response(&rid),
-                )
+                Ok::<_, Infallible>(if req.method() == Method::GET {
+                    GatewayError::new(ErrorCode::RateLimited, "x").into_response(&rid)
+                } else {
+                    let mut r = Response::new(Body::from("throttled"));
+                    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r
+                })
             }
         });
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(10, 64)))
             .service(inner);
-        let t = tenant(one_per_second(), 1);
-        let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
+        let t = tenant(Rate::Unlimited, 1);
+        let response = svc.clone().oneshot(request(Method::GET, &t)).await.unwrap();
         assert_eq!(response.headers()["odgw-error"], "rate_limited");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let response = svc.oneshot(request(Method::HEAD, &t)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get("odgw-error").is_none());
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(calls.lock().unwrap().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -635,7 +538,7 @@ mod tests {
         let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(upstream(0, "0", Arc::new(Mutex::new(Vec::new()))));
+            .service(upstream(Calls::default()));
         let mut req = Request::new(Body::empty());
         req.extensions_mut()
             .insert(RequestContext::new(RequestId::generate(), None));
@@ -674,10 +577,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_budget_store_is_503_limiter_unavailable() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls = Calls::default();
         let svc = ServiceBuilder::new()
             .layer(PacingLayer::new(Arc::new(StoreDown), settings(10, 64)))
-            .service(upstream(0, "0", Arc::clone(&calls)));
+            .service(upstream(Arc::clone(&calls)));
         let response = svc
             .oneshot(request(Method::GET, &tenant(one_per_second(), 1)))
             .await
@@ -698,75 +601,5 @@ mod tests {
         assert_eq!(body["code"], "limiter_unavailable");
         assert_eq!(body["status"], 503);
         assert!(calls.lock().unwrap().is_empty(), "open dental was called");
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let hv = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(
-            parse_retry_after(Some(&hv("7")), now),
-            Duration::from_secs(7)
-        );
-        assert_eq!(parse_retry_after(Some(&hv(" 0 ")), now), Duration::ZERO);
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(42));
-        let date = HeaderValue::from_str(&date).unwrap();
-        assert_eq!(parse_retry_after(Some(&date), now), Duration::from_secs(42));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
-        let past = HeaderValue::from_str(&past).unwrap();
-        assert_eq!(parse_retry_after(Some(&past), now), Duration::ZERO);
-        assert_eq!(parse_retry_after(None, now), DEFAULT_UPSTREAM_RETRY_AFTER);
-        assert_eq!(
-            parse_retry_after(Some(&hv("soon")), now),
-            DEFAULT_UPSTREAM_RETRY_AFTER
-        );
-        assert_eq!(
-            parse_retry_after(Some(&hv("-3")), now),
-            DEFAULT_UPSTREAM_RETRY_AFTER
-        );
-        assert_eq!(
-            parse_retry_after(Some(&hv("86400")), now),
-            MAX_UPSTREAM_RETRY_AFTER
-        );
-        assert_eq!(
-            parse_retry_after(Some(&hv("99999999999999999999999")), now),
-            MAX_UPSTREAM_RETRY_AFTER
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_http_date_retry_after_pauses_the_tenant() {
-        let pacer = Arc::new(LocalPacer::new(settings(10, 64)));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let calls2 = Arc::clone(&calls);
-        let count = Arc::new(AtomicUsize::new(0));
-        let inner = service_fn(move |req: Request| {
-            calls2
-                .lock()
-                .unwrap()
-                .push((req.method().clone(), Instant::now()));
-            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-            async move {
-                if first {
-                    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
-                    Ok::<_, std::convert::Infallible>(throttled_returning(req, &date))
-                } else {
-                    Ok(Response::new(Body::from("ok")))
-                }
-            }
-        });
-        let svc = ServiceBuilder::new()
-            .layer(PacingLayer::new(pacer, settings(10, 64)))
-            .service(inner);
-        let t = tenant(one_per_second(), 1);
-        let t0 = Instant::now();
-        let response = svc.oneshot(request(Method::GET, &t)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let waited = calls.lock().unwrap()[1].1 - t0;
-        // HTTP dates have whole-second resolution: 3 to 4 s, never the 5 s default.
-        assert!(
-            waited >= Duration::from_secs(3) && waited <= Duration::from_secs(4),
-            "{waited:?}"
-        );
     }
 }

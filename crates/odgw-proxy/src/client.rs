@@ -125,7 +125,9 @@ impl UpstreamClient {
     /// `upstream.timeout`. A GET or HEAD without a body is retried once, on a
     /// fresh connection, when the first attempt failed before any response
     /// arrived (connect failure, connection closed or reset); no other
-    /// request is ever retried.
+    /// request is ever retried here. (The one other upstream retry, after
+    /// Open Dental's 429, is the [`crate::Forwarder`]'s: a second `send`
+    /// with its own deadline.)
     pub async fn send(
         &self,
         request: http::Request<Body>,

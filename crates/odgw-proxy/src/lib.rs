@@ -12,7 +12,12 @@
 //! - [`UpstreamClient`]: pooled HTTP/1.1 client, rustls on aws-lc-rs for
 //!   `https://`, plain TCP for local-mode `http://` offices; deadline and
 //!   retry rules in [`UpstreamClient::send`].
-//! - [`Forwarder`]: the innermost service of the stack.
+//! - [`Forwarder`]: the innermost service of the stack, and the one owner of
+//!   upstream retries: the client's retry after a failed connection, and
+//!   after Open Dental's 429 a pause of the tenant's
+//!   [`odgw_core::UpstreamBudget`] plus at most one retry of a GET or HEAD
+//!   (429 `upstream_throttled` when that does not fit). [`parse_retry_after`]
+//!   reads the pause Open Dental asks for.
 //!
 //! Header hygiene runs in one fixed order: strip hop-by-hop and
 //! `Connection`-named headers ([`HopByHop`]), keep only the allow-list, add
@@ -25,6 +30,7 @@ mod forward;
 mod guard;
 mod hop;
 mod path;
+mod throttle;
 mod upstream;
 
 pub use client::{UpstreamClient, UpstreamSettings};
@@ -36,4 +42,5 @@ pub use forward::Forwarder;
 pub use guard::{Guard, GuardLayer};
 pub use hop::{strip_hop_by_hop, HopByHop, HopByHopFuture, HopByHopLayer};
 pub use path::{check_path, check_path_bytes};
+pub use throttle::{parse_retry_after, DEFAULT_UPSTREAM_RETRY_AFTER, MAX_UPSTREAM_RETRY_AFTER};
 pub use upstream::{authorization_value, upstream_headers, upstream_uri};

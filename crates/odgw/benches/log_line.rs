@@ -1,4 +1,4 @@
-//! CPU cost of one access-log line (the event `context.rs` emits for every
+//! CPU cost of one access-log line (the event the request-context layer emits for every
 //! proxied request) with `--log-format json`, formatted by the format
 //! `odgw::logging::json_lines` configures (tracing-subscriber's JSON).
 //!
@@ -13,7 +13,8 @@
 use std::{fmt, io};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use odgw::{context::AccessLine, logging::json_lines};
+use odgw::logging::json_lines;
+use odgw_context::AccessLine;
 use odgw_core::RequestId;
 use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_appender::non_blocking::NonBlockingBuilder;

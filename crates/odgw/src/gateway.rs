@@ -596,7 +596,7 @@ fn stack(core: &Core, rt: &Parts<'_>, audit_layer: AuditLayer, intent_layer: Int
         .layer(TenantLayer::new(core.store.clone(), rt.defaults.clone()))
         // Cached reference GETs answer here and spend no upstream budget.
         .layer(CacheLayer::new(rt.cache.clone()))
-        // Wait for the tenant's Open Dental budget; handle upstream 429s.
+        // Wait for the tenant's Open Dental budget; hand it to the forwarder for upstream 429s.
         .layer(PacingLayer::new(
             rt.pacer.clone(),
             pacing_settings(rt.config),

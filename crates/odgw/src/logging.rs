@@ -114,7 +114,7 @@ mod tests {
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-    use crate::context::AccessLine;
+    use odgw_context::AccessLine;
     use odgw_core::{ErrorCode, RequestId};
 
     /// Collects everything written to it.
