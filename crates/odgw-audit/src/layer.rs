@@ -169,7 +169,7 @@ where
             // anything is fetched from Open Dental only to be withheld.
             if policy.fail_closed && !policy.sink.is_healthy() {
                 tracing::warn!(request_id = %request_id, "audit unavailable: refusing the request (fail closed)");
-                return Ok(policy.unavailable(&request_id));
+                return Ok(policy.unavailable(request_id));
             }
             let mut client_gone = ClientGone {
                 policy: &policy,

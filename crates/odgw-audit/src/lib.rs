@@ -9,7 +9,7 @@
 //!   one writer thread, group commit (one `fdatasync` per batch), a SHA-256
 //!   chain, rotation, and torn-tail recovery on open. [`NullSink`] is for
 //!   benchmarks only.
-//! - [`AuditLayer`] (stack position 3) and [`IntentLayer`] (position 10):
+//! - [`AuditLayer`] and [`IntentLayer`]:
 //!   the tower layers that put the log on the request path, fail closed.
 //! - [`query`], [`verify`], [`to_csv_row`]: reading, checking and exporting.
 //! - [`register_metrics`]: `odgw_audit_*`, read at each scrape.

@@ -5,7 +5,7 @@
 //!   expiring after [`CacheSettings::ttl`]; purged per tenant or entirely
 //!   (the admin API's `DELETE /admin/v1/cache`, and whenever a tenant is
 //!   disabled, deleted or re-keyed).
-//! - [`CacheLayer`] / [`Cached`] (stack position 8): serves hits without
+//! - [`CacheLayer`] / [`Cached`] serves hits without
 //!   spending the tenant's upstream budget, and makes concurrent misses for
 //!   one key share a single upstream call.
 //! - [`register_metrics`]: `odgw_cache_*`, read from the cache in use at

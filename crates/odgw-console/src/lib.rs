@@ -1161,12 +1161,18 @@ mod tests {
     #[tokio::test]
     async fn a_callback_link_cannot_put_its_own_words_on_the_page() {
         let c = console(Some(ISSUER));
+        // As the admin listener's middleware hands requests to the console.
+        let with_context = |mut req: Request| {
+            req.extensions_mut()
+                .insert(RequestContext::new(RequestId::generate(), None));
+            req
+        };
         let req = Request::get(
             "/console/callback?error=Your%20account%20is%20locked.%20Call%20555-0100&state=x",
         )
         .body(Body::empty())
         .unwrap();
-        let resp = callback(State(c.clone()), req).await;
+        let resp = callback(State(c.clone()), with_context(req)).await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         let page = body_text(resp).await;
         assert!(!page.contains("555-0100"), "{page}");
@@ -1174,7 +1180,7 @@ mod tests {
         let req = Request::get("/console/callback?error=access_denied")
             .body(Body::empty())
             .unwrap();
-        let page = body_text(callback(State(c), req).await).await;
+        let page = body_text(callback(State(c), with_context(req)).await).await;
         assert!(page.contains("(access_denied)"), "{page}");
     }
 

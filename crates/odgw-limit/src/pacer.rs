@@ -16,6 +16,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacingSettings {
     /// The longest a request may wait for its slot (`limits.queue_timeout`).
+    /// Read by the pacing layer, which passes it to [`Pacer::acquire`] as
+    /// `max_wait` (and measures the upstream-429 retry's deadline from it);
+    /// a pacer itself never reads it, so changing it needs no new pacer.
     pub queue_timeout: Duration,
     /// Requests per tenant that may wait at once before new ones are refused
     /// immediately (`limits.queue_depth`).

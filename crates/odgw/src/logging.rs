@@ -5,7 +5,7 @@
 //! one flat object per line, `timestamp`, `level`, the event's fields,
 //! `target`, then `span` and `spans` inside a span.
 //!
-//! Lines are handed to a background thread ([`tracing_appender::non_blocking`])
+//! Lines are handed to a background thread ([`tracing_appender::non_blocking()`])
 //! that writes them to stderr, so a request never waits for a `write(2)`;
 //! lines that arrive while it writes go out together in the next write. The
 //! writer is lossless: when stderr cannot keep up, loggers wait instead of

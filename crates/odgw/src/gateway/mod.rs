@@ -32,50 +32,47 @@
 //! turning TLS on or off for a listener) keep their running values; a
 //! reload names them in `restart_required` and logs a warning.
 
+mod build;
+mod reload;
+mod stack;
+
 use std::{
-    convert::Infallible,
     future::Future,
-    path::Path,
-    sync::{Arc, Mutex, Weak},
-    task::{Context, Poll},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use odgw_audit::{AuditLayer, AuditSettings, AuditSink, FileAuditLog, IntentLayer};
-use odgw_auth::{AuthLayer, AuthSettings, Authenticator, IssuerSettings, KeySource};
-use odgw_cache::{CacheLayer, CacheSettings, ResponseCache};
-use odgw_console::{oidc::OidcSettings, session::CookieKey, Console, ConsoleSettings};
-use odgw_context::RequestContextLayer;
-use odgw_core::{Request, Response, SecretString, TenantId};
+use odgw_auth::Authenticator;
+use odgw_cache::ResponseCache;
+use odgw_console::Console;
+use odgw_core::{SecretString, TenantId};
 use odgw_keystore::{CachedKeyStore, ChangeFeed, KeyStore, TenantDefaults};
-use odgw_limit::{LocalPacer, Pacer, PacingLayer, PacingSettings, RedisLimits, SubjectLimitLayer};
-use odgw_proxy::{Forwarder, GuardLayer, HopByHopLayer, UpstreamClient, UpstreamSettings};
-use odgw_tenant::TenantLayer;
+use odgw_limit::{Pacer, RedisLimits, SubjectLimitLayer};
+use odgw_proxy::{Forwarder, UpstreamClient, UpstreamSettings};
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower::{
-    util::{BoxCloneService, BoxCloneSyncService, Oneshot},
-    Service, ServiceBuilder, ServiceExt,
-};
+use tower::util::BoxCloneService;
 
-use odgw_admin::{AdminParts, ConfigReload, ReloadReport, TenantProbe};
+use odgw_admin::{AdminParts, TenantProbe};
 
 use crate::{
     backends::{self, ChangeCounters},
-    config::{self, changed_keys, Config, ConfigErrors, ConfigSource, Env},
+    config::{self, Config, ConfigSource, Env},
     listener::{serve_listener_tls, ConnectionLimits},
-    metrics::{self, RequestMetrics},
+    metrics::RequestMetrics,
     probe::{Readiness, UpstreamProbe},
-    tls::{self, ReloadableCert, TlsError},
+    tls::{self, ReloadableCert},
 };
 
-/// The data-plane service after type erasure.
-pub type DataPlane = BoxCloneService<Request, Response, Infallible>;
+pub use reload::{ReloadError, Reloader};
+pub use stack::DataPlane;
 
-/// A runtime's stack: like [`DataPlane`], and shareable between threads.
-type Stack = BoxCloneSyncService<Request, Response, Infallible>;
+use build::{build_console, register_metrics};
+use reload::load_cert;
+use stack::{stack, LiveDataPlane, Stack};
 
 /// Everything a running gateway holds. Built by [`Gateway::build`] before any
 /// port is bound, so that every startup error (bad master key, unreadable
@@ -478,156 +475,6 @@ impl Gateway {
     }
 }
 
-/// The reloadable parts of one runtime, borrowed to compose a stack.
-struct Parts<'a> {
-    config: &'a Config,
-    authenticator: &'a Authenticator,
-    subject_limit: &'a SubjectLimitLayer,
-    pacer: &'a Arc<dyn Pacer>,
-    cache: &'a ResponseCache,
-    defaults: &'a TenantDefaults,
-}
-
-impl Runtime {
-    /// Builds the runtime for `config`, carrying over from `previous` the
-    /// stateful parts whose settings did not change (see the module docs).
-    async fn build(
-        core: &Core,
-        config: Config,
-        previous: Option<&Runtime>,
-    ) -> anyhow::Result<Self> {
-        let authenticator = Authenticator::new(auth_settings(&config), issuer_settings(&config)?)
-            .await
-            .context("auth")?;
-        let (l, c) = (&config.limits, &config.cache);
-        let subject_limit = match previous {
-            Some(p)
-                if p.config.limits.subject_rate == l.subject_rate
-                    && p.config.limits.subject_burst == l.subject_burst =>
-            {
-                p.subject_limit.clone()
-            }
-            _ => match &core.redis {
-                Some(redis) => redis.subject_limit(l.subject_rate, l.subject_burst),
-                None => odgw_limit::subject_limit_layer(l.subject_rate, l.subject_burst),
-            },
-        };
-        // Pacers read only queue_depth from their settings; rates, bursts
-        // and the queue timeout come with each request.
-        let pacer = match previous {
-            Some(p) if p.config.limits.queue_depth == l.queue_depth => p.pacer.clone(),
-            _ => match &core.redis {
-                Some(redis) => redis.pacer(pacing_settings(&config)),
-                None => Arc::new(LocalPacer::new(pacing_settings(&config))) as Arc<dyn Pacer>,
-            },
-        };
-        let cache = match previous {
-            Some(p)
-                if p.config.cache.routes == c.routes
-                    && p.config.cache.ttl == c.ttl
-                    && p.config.cache.max_size == c.max_size =>
-            {
-                p.cache.clone()
-            }
-            _ => ResponseCache::new(CacheSettings {
-                routes: c.routes.clone(),
-                ttl: c.ttl.0,
-                max_size: c.max_size.0,
-            }),
-        };
-        let defaults = TenantDefaults {
-            base_url: config.upstream.base_url.trim_end_matches('/').to_owned(),
-            developer_key: Some(core.developer_key.clone()),
-            rate: l.tenant_rate,
-            burst: l.tenant_burst,
-        };
-        let stack = stack(
-            core,
-            &Parts {
-                config: &config,
-                authenticator: &authenticator,
-                subject_limit: &subject_limit,
-                pacer: &pacer,
-                cache: &cache,
-                defaults: &defaults,
-            },
-            core.audit_layer.clone(),
-            core.intent_layer.clone(),
-        );
-        Ok(Self {
-            config,
-            authenticator,
-            subject_limit,
-            pacer,
-            cache,
-            defaults,
-            stack,
-        })
-    }
-
-    fn parts(&self) -> Parts<'_> {
-        Parts {
-            config: &self.config,
-            authenticator: &self.authenticator,
-            subject_limit: &self.subject_limit,
-            pacer: &self.pacer,
-            cache: &self.cache,
-            defaults: &self.defaults,
-        }
-    }
-}
-
-/// The data-plane stack, outer to inner. Reordering happens here only.
-fn stack(core: &Core, rt: &Parts<'_>, audit_layer: AuditLayer, intent_layer: IntentLayer) -> Stack {
-    let stack = ServiceBuilder::new()
-        // Strip hop-by-hop and Connection-named headers before anything reads a header.
-        .layer(HopByHopLayer)
-        // Request id, facts slot for inner layers, X-Request-Id, access log, metrics.
-        .layer(RequestContextLayer::new(core.metrics.clone()))
-        // Every response waits for its durable audit record (fail closed).
-        .layer(audit_layer)
-        // Cheap refusals first: 404 outside /api/v1/, 400 bad_path, 413 body_too_large.
-        .layer(GuardLayer::new(rt.config.server.max_body.0))
-        // JWT → Principal and the selected TenantId; 401/403.
-        .layer(AuthLayer::new(rt.authenticator.clone()))
-        // Per-(tenant, subject) inbound limit: answered at once, before any store read.
-        .layer(rt.subject_limit.clone())
-        // Key store → Tenant (keys, base_url, budget); 403 unknown/disabled.
-        .layer(TenantLayer::new(core.store.clone(), rt.defaults.clone()))
-        // Cached reference GETs answer here and spend no upstream budget.
-        .layer(CacheLayer::new(rt.cache.clone()))
-        // Wait for the tenant's Open Dental budget; hand it to the forwarder for upstream 429s.
-        .layer(PacingLayer::new(
-            rt.pacer.clone(),
-            pacing_settings(rt.config),
-        ))
-        // Writes get a durable intent record before Open Dental is called.
-        .layer(intent_layer)
-        .service(Forwarder::new(core.upstream.clone()));
-    BoxCloneSyncService::new(stack)
-}
-
-/// Loads the current runtime's stack per request; the request keeps that
-/// stack (and everything it holds) until it is done.
-#[derive(Clone)]
-struct LiveDataPlane {
-    runtime: Arc<ArcSwap<Runtime>>,
-}
-
-impl Service<Request> for LiveDataPlane {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Oneshot<Stack, Request>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        self.runtime.load().stack.clone().oneshot(req)
-    }
-}
-
 /// `tenant check` with the pacer, defaults and queue timeout in effect now.
 #[derive(Debug, Clone)]
 struct CurrentProbe {
@@ -653,292 +500,4 @@ impl TenantProbe for CurrentProbe {
         }
         .check(tenant)
     }
-}
-
-/// Why a reload was refused. The running configuration is unchanged.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("odgw was started without a configuration source to reload from")]
-    NoSource,
-    #[error("{0}")]
-    Config(#[from] ConfigErrors),
-    #[error("{0}")]
-    Tls(String),
-    #[error("{0}")]
-    Build(String),
-}
-
-/// Reloads a gateway's configuration; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Reloader {
-    shared: Arc<Shared>,
-}
-
-impl Reloader {
-    /// Re-reads the configuration and applies what can change at run time,
-    /// or refuses it and changes nothing (see the module docs).
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let _one_at_a_time = self.shared.reload_lock.lock().await;
-        let result = self.reload_locked().await;
-        match &result {
-            Ok(report) => {
-                self.shared.reloads.inc();
-                tracing::info!(changed = ?report.changed, "configuration reloaded");
-                if !report.restart_required.is_empty() {
-                    tracing::warn!(
-                        keys = ?report.restart_required,
-                        "configuration keys changed that take effect only after a restart"
-                    );
-                }
-            }
-            Err(error) => {
-                self.shared.refused.inc();
-                tracing::warn!(%error, "configuration reload refused; the running configuration is unchanged");
-            }
-        }
-        result
-    }
-
-    async fn reload_locked(&self) -> Result<ReloadReport, ReloadError> {
-        let shared = &self.shared;
-        let source = shared
-            .source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(ReloadError::NoSource)?;
-        let config = source.load()?;
-        let current = shared.runtime.load_full();
-        let fresh_limiter = current.config.limits.subject_rate != config.limits.subject_rate
-            || current.config.limits.subject_burst != config.limits.subject_burst;
-
-        // TLS stays on or off as started; while on, the files are re-read.
-        let data_tls = shared.certs.data.is_some() && config.server.data_tls().is_some();
-        let admin_tls = shared.certs.admin.is_some() && config.server.admin_tls().is_some();
-        let reloadable = |key: &str| match key {
-            "server.max_body" | "upstream.base_url" => true,
-            // Which backend holds the budgets is fixed for the process.
-            "limits.backend" => false,
-            "server.tls_cert_file" | "server.tls_key_file" => data_tls,
-            "server.admin_tls_cert_file" | "server.admin_tls_key_file" => admin_tls,
-            _ => ["auth.", "limits.", "cache."]
-                .iter()
-                .any(|section| key.starts_with(section)),
-        };
-        let mut changed: Vec<String> = changed_keys(&current.config, &config)
-            .into_iter()
-            .filter(|k| reloadable(k))
-            .collect();
-        let restart_required: Vec<String> = changed_keys(&shared.startup, &config)
-            .into_iter()
-            .filter(|k| !reloadable(k))
-            .collect();
-
-        let new_data_cert = reload_cert(
-            shared.certs.data.as_ref(),
-            config.server.data_tls(),
-            "server.tls_cert_file",
-            &mut changed,
-        )?;
-        let new_admin_cert = reload_cert(
-            shared.certs.admin.as_ref(),
-            config.server.admin_tls(),
-            "server.admin_tls_cert_file",
-            &mut changed,
-        )?;
-        let runtime = Runtime::build(&shared.core, config, Some(&current))
-            .await
-            .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
-
-        // Everything is built and checked: swap all of it.
-        shared.start_tasks(&runtime, fresh_limiter);
-        shared.runtime.store(Arc::new(runtime));
-        for (cert, key) in [new_data_cert, new_admin_cert].into_iter().flatten() {
-            cert.replace(key);
-        }
-        changed.sort();
-        changed.dedup();
-        Ok(ReloadReport {
-            reloaded: true,
-            changed,
-            restart_required,
-        })
-    }
-}
-
-impl ConfigReload for Reloader {
-    fn reload(
-        &self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ReloadReport, String>> + Send + '_>> {
-        Box::pin(async move { Reloader::reload(self).await.map_err(|e| e.to_string()) })
-    }
-}
-
-/// Reads a listener's certificate for a reload, when that listener serves
-/// TLS and still has files configured; notes `key` as changed when the
-/// served certificate will differ.
-fn reload_cert<'a>(
-    served: Option<&'a Arc<ReloadableCert>>,
-    files: Option<(&Path, &Path)>,
-    key: &str,
-    changed: &mut Vec<String>,
-) -> Result<Option<(&'a Arc<ReloadableCert>, rustls::sign::CertifiedKey)>, ReloadError> {
-    let (Some(served), Some((cert, private))) = (served, files) else {
-        return Ok(None);
-    };
-    let loaded = tls::load_certified_key(cert, private)
-        .map_err(|e: TlsError| ReloadError::Tls(format!("{key}: {e}")))?;
-    if served.end_entity_der().as_deref() != loaded.cert.first().map(|c| c.as_ref()) {
-        changed.push(key.to_owned());
-    }
-    Ok(Some((served, loaded)))
-}
-
-fn load_cert(
-    files: Option<(&Path, &Path)>,
-) -> Result<Option<rustls::sign::CertifiedKey>, TlsError> {
-    files
-        .map(|(cert, key)| tls::load_certified_key(cert, key))
-        .transpose()
-}
-
-/// The console, signing in through `[console]`'s provider when one is
-/// configured. Its cookies are sealed under a key derived from the master
-/// key, so every replica accepts every replica's sessions.
-fn build_console(
-    config: &Config,
-    env: &dyn Env,
-    master: &SecretString,
-    audit: Arc<dyn AuditSink>,
-) -> anyhow::Result<Console> {
-    let c = &config.console;
-    let oidc = match &c.issuer {
-        Some(issuer) => Some(OidcSettings {
-            issuer: issuer.clone(),
-            client_id: c.client_id.clone().unwrap_or_default(),
-            client_secret: config::read_secret(
-                c.client_secret_file.as_deref(),
-                config::ENV_CONSOLE_CLIENT_SECRET,
-                env,
-            )
-            .context("console client secret")?,
-            redirect_url: c.redirect_url.clone(),
-        }),
-        None => None,
-    };
-    Ok(Console::new(ConsoleSettings {
-        oidc,
-        reviewer_scope: c.reviewer_scope.clone(),
-        session_ttl: c.session_ttl.0,
-        secure_cookies: c
-            .secure_cookies
-            .unwrap_or(config.server.admin_tls().is_some()),
-        cookie_key: CookieKey::derive(master)?,
-        audit_dir: config.audit.path.clone(),
-        audit,
-    })?)
-}
-
-fn pacing_settings(c: &Config) -> PacingSettings {
-    PacingSettings {
-        queue_timeout: c.limits.queue_timeout.0,
-        queue_depth: c.limits.queue_depth,
-    }
-}
-
-fn auth_settings(c: &Config) -> AuthSettings {
-    AuthSettings {
-        tenant_claim: c.auth.tenant_claim.clone(),
-        leeway: c.auth.leeway.0,
-        max_lifetime: c.auth.max_lifetime.0,
-        require_scopes: c.auth.require_scopes,
-        ..AuthSettings::default()
-    }
-}
-
-fn issuer_settings(c: &Config) -> anyhow::Result<Vec<IssuerSettings>> {
-    c.auth
-        .issuers
-        .iter()
-        .map(|i| {
-            let keys = if let Some(url) = &i.jwks_url {
-                KeySource::Jwks { url: url.clone() }
-            } else if let Some(file) = &i.public_key_file {
-                KeySource::PublicKeyPem(
-                    std::fs::read(file)
-                        .with_context(|| format!("cannot read {}", file.display()))?,
-                )
-            } else if let Some(file) = &i.secret_file {
-                let secret = config::read_secret_file(file)?;
-                KeySource::HmacSecret(secret.expose().as_bytes().to_vec().into())
-            } else {
-                anyhow::bail!("issuer {} has no key source", i.issuer);
-            };
-            let algorithms = i
-                .algorithms
-                .iter()
-                .map(|a| {
-                    a.parse()
-                        .map_err(|_| anyhow::anyhow!("unsupported algorithm {a}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            Ok(IssuerSettings {
-                issuer: i.issuer.clone(),
-                audiences: i.audiences.clone(),
-                algorithms,
-                keys,
-            })
-        })
-        .collect()
-}
-
-/// The registry served on `/metrics`: the gateway composes, each part
-/// registers its own metrics.
-fn register_metrics(shared: &Arc<Shared>, audit: &FileAuditLog) -> Registry {
-    let mut registry = Registry::default();
-    metrics::register_build_info(&mut registry);
-    shared.core.metrics.register_metrics(&mut registry);
-    // The cache, pacer and authenticator are read from the runtime current
-    // at each scrape. A reload that builds a new one restarts its counters
-    // from zero (a counter reset to Prometheus); see each part's docs.
-    // Weak: the registry (held by the admin router) must not keep the
-    // runtimes alive after the gateway is gone.
-    let runtime: Weak<ArcSwap<Runtime>> = Arc::downgrade(&shared.runtime);
-    let current = move || runtime.upgrade().map(|runtime| runtime.load_full());
-    let cache = current.clone();
-    odgw_cache::register_metrics(&mut registry, move || Some(cache()?.cache.clone()));
-    let pacer = current.clone();
-    odgw_limit::register_pacing_metrics(&mut registry, move || Some(pacer()?.pacer.clone()));
-    odgw_auth::register_metrics(&mut registry, move || {
-        Some(current()?.authenticator.clone())
-    });
-    if let Some(redis) = &shared.core.redis {
-        redis.register_metrics(&mut registry);
-    }
-    let has_feed = shared
-        .changes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_some();
-    if has_feed {
-        shared.change_counters.register_metrics(&mut registry);
-    }
-    // prometheus-client appends `_total` and a full stop to each help text.
-    registry.register(
-        "odgw_config_reloads",
-        "Configuration reloads applied (SIGHUP or POST /admin/v1/reload)",
-        shared.reloads.clone(),
-    );
-    registry.register(
-        "odgw_config_reload_failures",
-        "Configuration reloads refused; the running configuration stayed in effect",
-        shared.refused.clone(),
-    );
-    odgw_audit::register_metrics(
-        &mut registry,
-        audit,
-        &shared.core.audit_layer,
-        &shared.core.intent_layer,
-    );
-    registry
 }
