@@ -2,14 +2,8 @@
 //! records are being made durable, what group commit achieves, and how many
 //! records could not be written.
 
-use std::fmt;
-
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
-};
+use odgw_core::scrape::register_scraped;
+use prometheus_client::registry::Registry;
 
 use crate::{AuditLayer, AuditSink, FileAuditLog, IntentLayer};
 
@@ -23,64 +17,34 @@ pub fn register_metrics(
     audit_layer: &AuditLayer,
     intent_layer: &IntentLayer,
 ) {
-    registry.register_collector(Box::new(AuditMetrics {
-        log: log.clone(),
-        audit_layer: audit_layer.clone(),
-        intent_layer: intent_layer.clone(),
-    }));
-}
-
-#[derive(Debug)]
-struct AuditMetrics {
-    log: FileAuditLog,
-    audit_layer: AuditLayer,
-    intent_layer: IntentLayer,
-}
-
-impl Collector for AuditMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let healthy = ConstGauge::new(u32::from(self.log.is_healthy()));
-        healthy.encode(encoder.encode_descriptor(
+    let (log, audit_layer, intent_layer) = (log.clone(), audit_layer.clone(), intent_layer.clone());
+    register_scraped(registry, "audit", move |scrape| {
+        scrape.gauge(
             "odgw_audit_healthy",
             "1 while audit records are being made durable.",
-            None,
-            healthy.metric_type(),
-        )?)?;
-        // prometheus-client appends `_total` to each counter's name.
-        let failures = self.audit_layer.failures() + self.intent_layer.failures();
-        for (name, help, value) in [
-            (
-                "odgw_audit_write_failures",
-                "Audit appends that failed.",
-                failures,
-            ),
-            (
-                "odgw_audit_batches",
-                "Group-commit batches (one fsync each).",
-                self.log.batches(),
-            ),
-            (
-                "odgw_audit_records",
-                "Audit records made durable (records / batches = mean batch size).",
-                self.log.records(),
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        let seconds = ConstCounter::new(self.log.write_seconds());
-        seconds.encode(encoder.encode_descriptor(
+            u32::from(log.is_healthy()),
+        )?;
+        scrape.counter(
+            "odgw_audit_write_failures",
+            "Audit appends that failed.",
+            audit_layer.failures() + intent_layer.failures(),
+        )?;
+        scrape.counter(
+            "odgw_audit_batches",
+            "Group-commit batches (one fsync each).",
+            log.batches(),
+        )?;
+        scrape.counter(
+            "odgw_audit_records",
+            "Audit records made durable (records / batches = mean batch size).",
+            log.records(),
+        )?;
+        scrape.counter(
             "odgw_audit_write_seconds",
             "Time spent writing and syncing batches (/ batches = mean write latency).",
-            None,
-            seconds.metric_type(),
-        )?)
-    }
+            log.write_seconds(),
+        )
+    });
 }
 
 #[cfg(test)]

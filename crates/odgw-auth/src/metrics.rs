@@ -1,14 +1,8 @@
 //! The authenticator's metrics (`odgw_jwks_*`, `odgw_token_verifications_*`),
 //! read at scrape time from whichever [`Authenticator`] is in use then.
 
-use std::fmt;
-
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::counter::ConstCounter,
-    registry::Registry,
-};
+use odgw_core::scrape::register_scraped;
+use prometheus_client::registry::Registry;
 
 use crate::Authenticator;
 
@@ -23,62 +17,33 @@ pub fn register_metrics<F>(registry: &mut Registry, current: F)
 where
     F: Fn() -> Option<Authenticator> + Send + Sync + 'static,
 {
-    registry.register_collector(Box::new(AuthMetrics { current }));
-}
-
-struct AuthMetrics<F> {
-    current: F,
-}
-
-impl<F> fmt::Debug for AuthMetrics<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthMetrics").finish_non_exhaustive()
-    }
-}
-
-impl<F> Collector for AuthMetrics<F>
-where
-    F: Fn() -> Option<Authenticator> + Send + Sync + 'static,
-{
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let Some(authenticator) = (self.current)() else {
+    register_scraped(registry, "authenticator", move |scrape| {
+        let Some(authenticator) = current() else {
             return Ok(());
         };
         let (fetches, failures) = authenticator.jwks_fetch_counts();
         let (remembered, checked) = authenticator.verification_counts();
-        // prometheus-client appends `_total` to each name.
-        for (name, help, value) in [
-            (
-                "odgw_jwks_fetches",
-                "JWKS fetches (startup, background refresh, unknown kid).",
-                fetches,
-            ),
-            (
-                "odgw_jwks_fetch_failures",
-                "JWKS fetches that failed; the last good keys were kept.",
-                failures,
-            ),
-            (
-                "odgw_token_verifications_remembered",
-                "Bearer tokens accepted from memory: verified before, unexpired, keys unchanged.",
-                remembered,
-            ),
-            (
-                "odgw_token_verifications_checked",
-                "Bearer tokens checked in full (signature and claims), accepted or not.",
-                checked,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        Ok(())
-    }
+        scrape.counter(
+            "odgw_jwks_fetches",
+            "JWKS fetches (startup, background refresh, unknown kid).",
+            fetches,
+        )?;
+        scrape.counter(
+            "odgw_jwks_fetch_failures",
+            "JWKS fetches that failed; the last good keys were kept.",
+            failures,
+        )?;
+        scrape.counter(
+            "odgw_token_verifications_remembered",
+            "Bearer tokens accepted from memory: verified before, unexpired, keys unchanged.",
+            remembered,
+        )?;
+        scrape.counter(
+            "odgw_token_verifications_checked",
+            "Bearer tokens checked in full (signature and claims), accepted or not.",
+            checked,
+        )
+    });
 }
 
 #[cfg(test)]

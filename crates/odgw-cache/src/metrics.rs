@@ -1,14 +1,8 @@
 //! The cache's metrics (`odgw_cache_*`), read at scrape time from whichever
 //! [`ResponseCache`] is in use then.
 
-use std::fmt;
-
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
-};
+use odgw_core::scrape::register_scraped;
+use prometheus_client::registry::Registry;
 
 use crate::ResponseCache;
 
@@ -23,56 +17,23 @@ pub fn register_metrics<F>(registry: &mut Registry, current: F)
 where
     F: Fn() -> Option<ResponseCache> + Send + Sync + 'static,
 {
-    registry.register_collector(Box::new(CacheMetrics { current }));
-}
-
-struct CacheMetrics<F> {
-    current: F,
-}
-
-impl<F> fmt::Debug for CacheMetrics<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheMetrics").finish_non_exhaustive()
-    }
-}
-
-impl<F> Collector for CacheMetrics<F>
-where
-    F: Fn() -> Option<ResponseCache> + Send + Sync + 'static,
-{
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let Some(cache) = (self.current)() else {
+    register_scraped(registry, "cache", move |scrape| {
+        let Some(cache) = current() else {
             return Ok(());
         };
-        let hits = ConstCounter::new(cache.hits());
-        hits.encode(encoder.encode_descriptor(
-            "odgw_cache_hits",
-            "Cache hits.",
-            None,
-            hits.metric_type(),
-        )?)?;
-        let misses = ConstCounter::new(cache.misses());
-        misses.encode(encoder.encode_descriptor(
-            "odgw_cache_misses",
-            "Cache misses.",
-            None,
-            misses.metric_type(),
-        )?)?;
-        let entries = ConstGauge::new(cache.entry_count());
-        entries.encode(encoder.encode_descriptor(
+        scrape.counter("odgw_cache_hits", "Cache hits.", cache.hits())?;
+        scrape.counter("odgw_cache_misses", "Cache misses.", cache.misses())?;
+        scrape.gauge(
             "odgw_cache_entries",
             "Cached responses.",
-            None,
-            entries.metric_type(),
-        )?)?;
-        let bytes = ConstGauge::new(cache.weighted_size());
-        bytes.encode(encoder.encode_descriptor(
+            cache.entry_count(),
+        )?;
+        scrape.gauge(
             "odgw_cache_bytes",
             "Weighted size of the cache in bytes: keys, headers, bodies and a fixed per-entry overhead.",
-            None,
-            bytes.metric_type(),
-        )?)
-    }
+            cache.weighted_size(),
+        )
+    });
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!   Dental's 429).
 //! - [`SecretString`]: zeroizing, never printed.
 //! - [`units`]: the duration, rate and size syntax of the config.
+//! - [`scrape`]: metrics read from a component when `/metrics` is scraped.
 
 mod api_path;
 mod budget;
@@ -20,6 +21,7 @@ mod context;
 mod error;
 mod ids;
 mod principal;
+pub mod scrape;
 mod secret;
 mod tenant;
 pub mod units;

@@ -1,14 +1,10 @@
 //! The limiter's metrics: `odgw_pacing_waiting` from whichever [`Pacer`] is
 //! in use at scrape time, and `odgw_limiter_*` from [`RedisLimits`].
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
-};
+use odgw_core::scrape::register_scraped;
+use prometheus_client::registry::Registry;
 
 use crate::{LimiterStatus, Pacer, RedisLimits};
 
@@ -22,69 +18,35 @@ pub fn register_pacing_metrics<F>(registry: &mut Registry, current: F)
 where
     F: Fn() -> Option<Arc<dyn Pacer>> + Send + Sync + 'static,
 {
-    registry.register_collector(Box::new(PacingMetrics { current }));
-}
-
-struct PacingMetrics<F> {
-    current: F,
-}
-
-impl<F> fmt::Debug for PacingMetrics<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PacingMetrics").finish_non_exhaustive()
-    }
-}
-
-impl<F> Collector for PacingMetrics<F>
-where
-    F: Fn() -> Option<Arc<dyn Pacer>> + Send + Sync + 'static,
-{
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let Some(pacer) = (self.current)() else {
+    register_scraped(registry, "pacing", move |scrape| {
+        let Some(pacer) = current() else {
             return Ok(());
         };
-        let waiting = ConstGauge::new(pacer.waiting());
-        waiting.encode(encoder.encode_descriptor(
+        scrape.gauge(
             "odgw_pacing_waiting",
             "Requests waiting for their practice's Open Dental budget, all practices.",
-            None,
-            waiting.metric_type(),
-        )?)
-    }
+            pacer.waiting(),
+        )
+    });
 }
 
 impl RedisLimits {
     /// Registers `odgw_limiter_degraded` (1 while Redis cannot be reached)
     /// and `odgw_limiter_redis_failures_total`, read at each scrape.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(RedisMetrics {
-            limits: self.clone(),
-        }));
-    }
-}
-
-#[derive(Debug)]
-struct RedisMetrics {
-    limits: RedisLimits,
-}
-
-impl Collector for RedisMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let degraded = ConstGauge::new(u32::from(self.limits.status() != LimiterStatus::Shared));
-        degraded.encode(encoder.encode_descriptor(
-            "odgw_limiter_degraded",
-            "1 while Redis cannot be reached and pacing follows redis.on_failure.",
-            None,
-            degraded.metric_type(),
-        )?)?;
-        // prometheus-client appends `_total`.
-        let failures = ConstCounter::new(self.limits.failures());
-        failures.encode(encoder.encode_descriptor(
-            "odgw_limiter_redis_failures",
-            "Redis operations that failed or timed out.",
-            None,
-            failures.metric_type(),
-        )?)
+        let limits = self.clone();
+        register_scraped(registry, "redis limiter", move |scrape| {
+            scrape.gauge(
+                "odgw_limiter_degraded",
+                "1 while Redis cannot be reached and pacing follows redis.on_failure.",
+                u32::from(limits.status() != LimiterStatus::Shared),
+            )?;
+            scrape.counter(
+                "odgw_limiter_redis_failures",
+                "Redis operations that failed or timed out.",
+                limits.failures(),
+            )
+        });
     }
 }
 
