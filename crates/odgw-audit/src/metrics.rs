@@ -51,7 +51,7 @@ pub fn register_metrics(
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use prometheus_client::encoding::prometheus_text;
+    use odgw_core::scrape::prometheus_text;
 
     use super::*;
     use crate::{AuditSettings, RecordDraft, RecordKind};
@@ -70,8 +70,7 @@ mod tests {
         let intent_layer = IntentLayer::new(sink, true, Duration::from_secs(5));
         let mut registry = Registry::default();
         register_metrics(&mut registry, &log, &audit_layer, &intent_layer);
-        let mut text = String::new();
-        prometheus_text::encode(&mut text, &registry).expect("encodes");
+        let text = prometheus_text(&registry);
         for line in [
             "# HELP odgw_audit_healthy 1 while audit records are being made durable.",
             "# TYPE odgw_audit_healthy gauge",

@@ -50,16 +50,10 @@ where
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use prometheus_client::encoding::prometheus_text;
+    use odgw_core::scrape::prometheus_text as render;
 
     use super::*;
     use crate::{Algorithm, AuthSettings, IssuerSettings, KeySource, SecretBytes};
-
-    fn render(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_text::encode(&mut text, registry).expect("encodes");
-        text
-    }
 
     #[tokio::test]
     async fn exposes_the_current_authenticator_and_nothing_once_it_is_gone() {

@@ -40,16 +40,10 @@ where
 mod tests {
     use std::time::Duration;
 
-    use prometheus_client::encoding::prometheus_text;
+    use odgw_core::scrape::prometheus_text as render;
 
     use super::*;
     use crate::CacheSettings;
-
-    fn render(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_text::encode(&mut text, registry).expect("encodes");
-        text
-    }
 
     #[test]
     fn exposes_the_current_cache_and_nothing_once_it_is_gone() {

@@ -54,6 +54,16 @@ impl Scrape<'_> {
     }
 }
 
+/// The registry in the Prometheus text format (what a scraper that does not
+/// ask for OpenMetrics gets): for tests and tools.
+pub fn prometheus_text(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail; a metric that fails to encode
+    // leaves what came before it.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, registry);
+    text
+}
+
 struct Scraped<F> {
     what: &'static str,
     read: F,

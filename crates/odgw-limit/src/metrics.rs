@@ -54,16 +54,10 @@ impl RedisLimits {
 mod tests {
     use std::sync::Mutex;
 
-    use prometheus_client::encoding::prometheus_text;
+    use odgw_core::scrape::prometheus_text as render;
 
     use super::*;
     use crate::{LocalPacer, PacingSettings};
-
-    fn render(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_text::encode(&mut text, registry).expect("encodes");
-        text
-    }
 
     #[test]
     fn exposes_the_current_pacer_and_nothing_once_it_is_gone() {
