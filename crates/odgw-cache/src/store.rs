@@ -214,8 +214,8 @@ impl ResponseCache {
         self.shared.entries.entry_count()
     }
 
-    /// Bytes held, as weighed: keys, headers, bodies and [`ENTRY_OVERHEAD`]
-    /// per entry (approximate like [`Self::entry_count`]).
+    /// Bytes held, as weighed: keys, headers, bodies and a fixed estimate of
+    /// the bookkeeping per entry (approximate like [`Self::entry_count`]).
     pub fn weighted_size(&self) -> u64 {
         self.shared.entries.weighted_size()
     }
