@@ -144,9 +144,8 @@ mod tests {
         }
     }
 
-    /// The lines `emit` logs with the `--log-format json` format, parsed;
-    /// asserts each is one object on one line.
-    fn json_lines_of(emit: impl Fn()) -> Vec<Map<String, Value>> {
+    /// What `emit` logs with the `--log-format json` format, as written.
+    fn json_text_of(emit: impl Fn()) -> String {
         let out = Capture::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(out.clone())
@@ -155,7 +154,13 @@ mod tests {
             .event_format(json_lines())
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
-        let text = out.text();
+        out.text()
+    }
+
+    /// The lines `emit` logs with the `--log-format json` format, parsed;
+    /// asserts each is one object on one line.
+    fn json_lines_of(emit: impl Fn()) -> Vec<Map<String, Value>> {
+        let text = json_text_of(emit);
         assert!(text.ends_with('\n'), "{text:?}");
         text.lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -204,13 +209,7 @@ mod tests {
 
     #[test]
     fn access_line_keys_order_and_values() {
-        let out = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(out.clone())
-            .fmt_fields(JsonFields::new())
-            .event_format(json_lines())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_text_of(|| {
             access_event(
                 "/api/v1/patients/12",
                 Some(ErrorCode::UpstreamUnavailable),
@@ -220,7 +219,6 @@ mod tests {
                 None,
             )
         });
-        let text = out.text();
         // The exact line after the timestamp: key order, value types.
         let rest = text
             .strip_prefix("{\"timestamp\":\"")
@@ -275,16 +273,7 @@ mod tests {
             "/\u{7f}\u{85}\u{2028}\u{2029}é日本😀",
         ];
         for path in hostile {
-            let out = Capture::default();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(out.clone())
-                .fmt_fields(JsonFields::new())
-                .event_format(json_lines())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                access_event(path, None, None, None, None, None)
-            });
-            let raw = out.text();
+            let raw = json_text_of(|| access_event(path, None, None, None, None, None));
             assert_eq!(raw.matches('\n').count(), 1, "{raw:?}");
             assert!(!raw.contains('\r'), "{raw:?}");
             assert!(!raw.contains('\u{1b}'), "{raw:?}");
