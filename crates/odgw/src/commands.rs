@@ -19,6 +19,7 @@ use crate::{
     config::{self, Config, ConfigSource, ProcessEnv},
     dev::{self, DevDir},
     gateway::Gateway,
+    signals::{Hangups, Shutdown},
     token,
 };
 
@@ -28,16 +29,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) if args.dev => serve_dev(args.mock_upstream).await,
         Command::Serve(_) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
-            // Before the ports open: from then on SIGHUP means reload, never
-            // the default "terminate".
-            let hangups = hangup_signals()?;
+            // Before the ports open (see `signals`).
+            let shutdown = Shutdown::register()?;
+            let hangups = Hangups::register()?;
             let (gateway, data, admin) = build_and_bind(config).await?;
             gateway.set_config_source(ConfigSource::new(
                 cli.config.clone(),
                 std::sync::Arc::new(ProcessEnv),
             ));
-            let reloads = tokio::spawn(reload_on_hangup(hangups, gateway.reloader()));
-            let result = gateway.serve(data, admin, shutdown_signal()).await;
+            let reloads = tokio::spawn(hangups.reload_each(gateway.reloader()));
+            let result = gateway.serve(data, admin, shutdown.requested()).await;
             reloads.abort();
             result
         }
@@ -203,62 +204,6 @@ async fn build_and_bind(config: Config) -> anyhow::Result<(Gateway, TcpListener,
     Ok((gateway, data, admin))
 }
 
-#[cfg(unix)]
-type Hangups = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangups = ();
-
-/// Registers for SIGHUP.
-fn hangup_signals() -> anyhow::Result<Hangups> {
-    #[cfg(unix)]
-    {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot listen for SIGHUP")
-    }
-    #[cfg(not(unix))]
-    Ok(())
-}
-
-/// Reloads the configuration on every SIGHUP. The outcome is logged by the
-/// reloader (info, or a warning with the reason when refused).
-async fn reload_on_hangup(hangups: Hangups, reloader: crate::gateway::Reloader) {
-    #[cfg(unix)]
-    {
-        let mut hangups = hangups;
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            let _ = reloader.reload().await;
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (hangups, reloader);
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
     let dir = DevDir::prepare(Path::new("odgw-dev"))?;
     let (base_url, upstream, _mock) = if mock_upstream {
@@ -273,6 +218,7 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
         (url, desc, None)
     };
     let config = Config::from_toml_str(&dir.config_toml(&base_url), &ProcessEnv)?;
+    let shutdown = Shutdown::register()?;
     let (gateway, data, admin) = build_and_bind(config).await?;
     // The demo tenant is (re)stored on every start so its keys are current.
     let demo = TenantId::parse(dev::DEMO_TENANT).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -321,7 +267,7 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
             &console
         )
     );
-    gateway.serve(data, admin, shutdown_signal()).await
+    gateway.serve(data, admin, shutdown.requested()).await
 }
 
 fn dev_banner(

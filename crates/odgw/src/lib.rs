@@ -19,6 +19,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod signals;
 pub mod tls;
 pub mod token;
 
