@@ -10,6 +10,7 @@
 use anyhow::Context as _;
 
 /// SIGTERM or SIGINT: drain and exit.
+#[derive(Debug)]
 pub struct Shutdown {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
@@ -55,6 +56,7 @@ impl Shutdown {
 }
 
 /// SIGHUP: reload the configuration.
+#[derive(Debug)]
 pub struct Hangups {
     #[cfg(unix)]
     hangup: tokio::signal::unix::Signal,
