@@ -57,6 +57,7 @@ fn pacing(c: &mut Criterion) {
             // A benchmark against a dead Redis would measure nothing.
             on_failure: OnFailure::Closed,
             command_timeout: Duration::from_millis(250),
+            subject_secret: SecretString::new("bench"),
         }))
         .ok()
         .filter(|limits| limits.status() == LimiterStatus::Shared);

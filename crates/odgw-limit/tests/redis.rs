@@ -123,12 +123,25 @@ async fn delete_keys(url: &str, prefix: &str) {
     }
 }
 
+/// The secret every replica of a test cluster holds (odgw's master key).
+const CLUSTER_SECRET: &str = "the cluster's master key";
+
 async fn replica(url: &str, prefix: &str, on_failure: OnFailure) -> RedisLimits {
+    replica_holding(url, prefix, on_failure, CLUSTER_SECRET).await
+}
+
+async fn replica_holding(
+    url: &str,
+    prefix: &str,
+    on_failure: OnFailure,
+    secret: &str,
+) -> RedisLimits {
     RedisLimits::connect(RedisSettings {
         url: SecretString::new(url),
         key_prefix: prefix.to_owned(),
         on_failure,
         command_timeout: Duration::from_millis(250),
+        subject_secret: SecretString::new(secret),
     })
     .await
     .unwrap()
@@ -687,10 +700,49 @@ async fn the_subject_limit_is_shared_and_keeps_subjects_out_of_key_names() {
     for key in &found {
         let hash = key.strip_prefix(&format!("{}subj:", pair.prefix)).unwrap();
         assert!(
-            hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
             "{key}"
         );
     }
+    pair.delete_keys().await;
+}
+
+/// Subject budgets are named by an HMAC under the cluster's secret: a
+/// replica holding another secret (or someone hashing guessed subjects
+/// without it) finds neither the budget nor its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subject_budget_names_are_keyed_by_the_cluster_secret() {
+    let pair = need!(Pair::new().await);
+    let outsider = replica_holding(&pair.url, &pair.prefix, OnFailure::Closed, "another key").await;
+    let member = ServiceBuilder::new()
+        .layer(pair.a.subject_limit(per_minute(1), 1))
+        .service(ok_service());
+    let stranger = ServiceBuilder::new()
+        .layer(outsider.subject_limit(per_minute(1), 1))
+        .service(ok_service());
+
+    let alice = || request("t1", "alice@example.com");
+    assert_eq!(
+        member.clone().oneshot(alice()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        member.clone().oneshot(alice()).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Same prefix, same subject, another secret: a budget of its own.
+    assert_eq!(
+        stranger.clone().oneshot(alice()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let names: Vec<_> = pair
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains(":subj:"))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
     pair.delete_keys().await;
 }
 

@@ -87,8 +87,14 @@ pub async fn open_store(
 
 /// Connects the shared pacing store when `limits.backend = "redis"`. An
 /// unreachable Redis is not an error here: pacing starts in the
-/// `redis.on_failure` policy and turns shared once Redis answers.
-pub async fn connect_limits(config: &Config, env: &dyn Env) -> anyhow::Result<Option<RedisLimits>> {
+/// `redis.on_failure` policy and turns shared once Redis answers. Subject
+/// budgets are named under a key derived from the master key, which every
+/// replica holds.
+pub async fn connect_limits(
+    config: &Config,
+    env: &dyn Env,
+    master_key: &SecretString,
+) -> anyhow::Result<Option<RedisLimits>> {
     if config.limits.backend == LimitsBackend::Local {
         return Ok(None);
     }
@@ -103,6 +109,7 @@ pub async fn connect_limits(config: &Config, env: &dyn Env) -> anyhow::Result<Op
             OnRedisFailure::Closed => OnFailure::Closed,
         },
         command_timeout: redis.timeout.0,
+        subject_secret: master_key.clone(),
     })
     .await
     .context("redis")?;

@@ -26,6 +26,10 @@ use std::{
     time::Duration,
 };
 
+use aws_lc_rs::{
+    hkdf::{Salt, HKDF_SHA256},
+    hmac,
+};
 use odgw_core::{Rate, SecretString, TenantId};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -62,6 +66,11 @@ pub struct RedisSettings {
     /// How long one Redis operation may take before Redis counts as
     /// unreachable (`redis.timeout`).
     pub command_timeout: Duration,
+    /// A secret every replica holds (odgw passes its master key). Subject
+    /// budgets are named by an HMAC under a key derived from it (see
+    /// [`SubjectNamer`]), so replicas with the same secret share them and
+    /// nobody who can only read Redis can tell whose they are.
+    pub subject_secret: SecretString,
 }
 
 /// `redis.on_failure`: what the limits do while Redis cannot be reached.
@@ -96,6 +105,9 @@ pub enum LimitError {
     /// The URL cannot be used at all (an unreachable server is not an error).
     #[error("redis url is not usable: {0}")]
     InvalidUrl(&'static str),
+    /// The key that names subject budgets could not be derived.
+    #[error("cannot derive the key that names subject budgets in redis")]
+    SubjectKey,
 }
 
 /// One connection to the Redis that holds the budgets shared by every
@@ -149,10 +161,12 @@ impl RedisLimits {
         let conn = connection(&client, timeout).map_err(|_| {
             LimitError::InvalidUrl("the redis client refused this connection configuration")
         })?;
+        let subject_names = SubjectNamer::derive(&settings.subject_secret)?;
         let shared = Arc::new(Shared {
             client,
             conn: RwLock::new(conn),
             prefix: settings.key_prefix,
+            subject_names,
             on_failure: settings.on_failure,
             timeout,
             health: Health::new(),
@@ -271,7 +285,7 @@ impl RedisLimits {
         let shared = &self.shared;
         let mut invocation = shared.scripts.subject.prepare_invoke();
         invocation
-            .key(subject_key(&shared.prefix, key))
+            .key(shared.subject_names.key_name(&shared.prefix, key))
             .arg(script_micros(interval))
             .arg(script_micros(tolerance));
         match shared.eval::<u64>(&invocation).await {
@@ -298,6 +312,7 @@ struct Shared {
     client: redis::Client,
     conn: RwLock<ConnectionManager>,
     prefix: String,
+    subject_names: SubjectNamer,
     on_failure: OnFailure,
     timeout: Duration,
     health: Health,
@@ -543,25 +558,41 @@ impl PaceKeys {
     }
 }
 
-/// `{prefix}subj:{sha1}` over (tenant, issuer, subject), each length-prefixed
-/// so that no two triples give the same text.
+/// Names subject budgets in Redis: `{prefix}subj:{hmac}`, the HMAC-SHA256
+/// (lowercase hex) of (tenant, issuer, subject), each length-prefixed so that
+/// no two triples give the same text.
 ///
-/// The hash keeps subject text (often an e-mail address) out of key names,
-/// `SCAN` output and `SLOWLOG`. It is not keyed, so a guessable subject can
-/// be confirmed by hashing guesses; SHA-1 serves here because the redis
-/// client already links it (for script hashes), and collisions between
-/// subjects would only merge two callers' budgets.
-fn subject_key(prefix: &str, key: &SubjectKey) -> String {
-    let tenant = key.tenant.as_str();
-    let material = format!(
-        "{}:{tenant}\n{}:{}\n{}:{}",
-        tenant.len(),
-        key.issuer.len(),
-        key.issuer,
-        key.subject.len(),
-        key.subject
-    );
-    format!("{prefix}subj:{}", Script::new(&material).get_hash())
+/// Subject text (often an e-mail address) stays out of key names, `SCAN`
+/// output and `SLOWLOG`; and because the HMAC is keyed, someone who can read
+/// Redis cannot confirm a guessed subject by hashing it. Collisions would
+/// only merge two callers' budgets.
+struct SubjectNamer(hmac::Key);
+
+impl SubjectNamer {
+    /// HKDF-SHA256 of the shared secret with a label of its own, so this key
+    /// is never a key used for anything else.
+    fn derive(secret: &SecretString) -> Result<Self, LimitError> {
+        let okm = Salt::new(HKDF_SHA256, b"odgw redis subject budgets")
+            .extract(secret.expose().as_bytes());
+        let key = okm
+            .expand(&[b"hmac-sha256 v1"], hmac::HMAC_SHA256)
+            .map_err(|_| LimitError::SubjectKey)?;
+        Ok(Self(hmac::Key::from(key)))
+    }
+
+    fn key_name(&self, prefix: &str, key: &SubjectKey) -> String {
+        let tenant = key.tenant.as_str();
+        let material = format!(
+            "{}:{tenant}\n{}:{}\n{}:{}",
+            tenant.len(),
+            key.issuer.len(),
+            key.issuer,
+            key.subject.len(),
+            key.subject
+        );
+        let tag = hmac::sign(&self.0, material.as_bytes());
+        format!("{prefix}subj:{}", hex::encode(tag))
+    }
 }
 
 fn connection(client: &redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
@@ -621,27 +652,35 @@ mod tests {
 
     #[test]
     fn subject_keys_hide_the_subject_and_separate_the_parts() {
-        let alice = subject_key("p:", &key("t1", "https://idp/", "alice@example.com"));
+        let names = SubjectNamer::derive(&SecretString::new("master")).unwrap();
+        let name = |k: &SubjectKey| names.key_name("p:", k);
+        let alice = name(&key("t1", "https://idp/", "alice@example.com"));
         assert!(alice.starts_with("p:subj:"), "{alice}");
-        assert_eq!(alice.len(), "p:subj:".len() + 40);
+        assert_eq!(alice.len(), "p:subj:".len() + 64);
         assert!(!alice.contains("alice"));
         assert_eq!(
             alice,
-            subject_key("p:", &key("t1", "https://idp/", "alice@example.com")),
-            "every replica computes the same key"
+            SubjectNamer::derive(&SecretString::new("master"))
+                .unwrap()
+                .key_name("p:", &key("t1", "https://idp/", "alice@example.com")),
+            "every replica with the same secret computes the same key"
+        );
+        assert_ne!(
+            alice,
+            SubjectNamer::derive(&SecretString::new("other"))
+                .unwrap()
+                .key_name("p:", &key("t1", "https://idp/", "alice@example.com")),
+            "the name depends on the secret"
         );
         // Moving text between the parts gives another key.
         assert_ne!(
-            subject_key("p:", &key("t1", "a\n1:b", "c")),
-            subject_key("p:", &key("t1", "a", "b\n1:c")),
+            name(&key("t1", "a\n1:b", "c")),
+            name(&key("t1", "a", "b\n1:c")),
         );
+        assert_ne!(alice, name(&key("t2", "https://idp/", "alice@example.com")));
         assert_ne!(
             alice,
-            subject_key("p:", &key("t2", "https://idp/", "alice@example.com"))
-        );
-        assert_ne!(
-            alice,
-            subject_key("p:", &key("t1", "https://other/", "alice@example.com"))
+            name(&key("t1", "https://other/", "alice@example.com"))
         );
     }
 
@@ -664,6 +703,7 @@ mod tests {
             key_prefix: "odgw:".to_owned(),
             on_failure: OnFailure::Local,
             command_timeout: Duration::from_millis(250),
+            subject_secret: SecretString::new("master"),
         }
     }
 

@@ -239,7 +239,7 @@ impl Gateway {
         }
         let keys = Arc::new(keys);
         let store: Arc<dyn KeyStore> = keys.clone();
-        let redis = backends::connect_limits(&config, env).await?;
+        let redis = backends::connect_limits(&config, env, &master).await?;
         let developer_key = config::read_secret(
             config.upstream.developer_key_file.as_deref(),
             config::ENV_DEVELOPER_KEY,
