@@ -30,17 +30,17 @@ use crate::{
     support::*,
 };
 
-fn postgres_url() -> String {
+pub(crate) fn postgres_url() -> String {
     std::env::var("ODGW_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("ODGW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -147,19 +147,20 @@ subject_rate = "unlimited"
     }
 
     async fn drop_schema(&self) {
-        let (client, connection) =
-            tokio_postgres::connect(&self.postgres_url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                self.schema
-            ))
-            .await
-            .unwrap();
+        drop_schema(&self.postgres_url, &self.schema).await;
     }
+}
+
+/// Drops a test's PostgreSQL schema and everything in it.
+pub(crate) async fn drop_schema(postgres_url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// The mock Open Dental with Open Dental's paid-tier throttle for KEY_A: a

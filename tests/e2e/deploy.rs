@@ -13,6 +13,9 @@
 //!   accepts it when systemd-analyze is installed;
 //! - every `odgw_*` metric the alert rules name is exposed by a running
 //!   gateway, with the label names and values the rules match on;
+//! - the metrics table of `crates/odgw/src/metrics.rs` (what operators write
+//!   rules against) names exactly the families a gateway exposes, with both
+//!   cluster backends and without them;
 //! - the Dockerfile runs as a numeric non-root user, builds with `--locked`
 //!   and starts `odgw serve` with the shipped config.
 //!
@@ -37,7 +40,10 @@ use odgw::{
 use odgw_core::HumanDuration;
 use serde_json::{json, Value};
 
-use crate::support::TestGateway;
+use crate::{
+    cluster::{drop_schema, postgres_url, redis_url, unique},
+    support::{Options, TestGateway},
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -1078,9 +1084,10 @@ fn kustomize_builds_when_kubectl_is_installed() {
 
 // ---------------------------------------------------------------- Prometheus
 
-/// Metric families a running gateway exposes: name → TYPE.
-async fn exposed_metrics() -> (BTreeMap<String, String>, String) {
-    let gw = TestGateway::start().await;
+/// Metric families a running gateway started with `opts` exposes: name →
+/// TYPE, and the whole exposition.
+async fn exposed_metrics(opts: Options) -> (BTreeMap<String, String>, String) {
+    let gw = TestGateway::start_with(opts).await;
     // One forwarded and one denied request, so odgw_requests_total has samples.
     let token = gw.token(json!({}));
     let ok = gw.get("/api/v1/patients", Some(&token)).await;
@@ -1098,16 +1105,23 @@ async fn exposed_metrics() -> (BTreeMap<String, String>, String) {
         .await;
     assert_eq!(resp.status, 200);
     let text = String::from_utf8(resp.body.to_vec()).unwrap();
-    let types = text
+    let types = metric_types(&text);
+    gw.stop().await;
+    (types, text)
+}
+
+/// The families of a Prometheus text exposition, from its `# TYPE` lines:
+/// name → type. In this format (what a scrape without an OpenMetrics
+/// `Accept` gets) a counter's family name carries its `_total`.
+fn metric_types(exposition: &str) -> BTreeMap<String, String> {
+    exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| {
             let (name, kind) = l.split_once(' ').unwrap();
             (name.to_owned(), kind.to_owned())
         })
-        .collect();
-    gw.stop().await;
-    (types, text)
+        .collect()
 }
 
 /// Every `odgw_*` identifier in `text`.
@@ -1167,7 +1181,7 @@ fn rust_sources(dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn alert_rules_use_only_metrics_and_labels_odgw_exposes() {
-    let (families, exposition) = exposed_metrics().await;
+    let (families, exposition) = exposed_metrics(Options::default()).await;
     // The metric names this deployment relies on, each present in the code
     // (every crate registers its own).
     let sources = rust_sources(&repo().join("crates"));
@@ -1251,6 +1265,124 @@ async fn alert_rules_use_only_metrics_and_labels_odgw_exposes() {
     }
     assert!(
         exposition.contains("outcome=\"forwarded\"") && exposition.contains("outcome=\"denied\"")
+    );
+}
+
+/// The families the table in `crates/odgw/src/metrics.rs`'s module doc
+/// lists: name (without its label set) → type (`gauge (info)` is a gauge).
+fn documented_metrics() -> BTreeMap<String, String> {
+    let path = repo().join("crates/odgw/src/metrics.rs");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let doc: Vec<&str> = source
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(str::trim)
+        .collect();
+    let header = doc
+        .iter()
+        .position(|l| *l == "| family | type | registered by |")
+        .unwrap_or_else(|| panic!("no metrics table in {}", path.display()));
+    assert!(doc[header + 1].starts_with("|---"), "{}", doc[header + 1]);
+    let mut documented = BTreeMap::new();
+    for row in doc[header + 2..].iter().take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [families, kind, _registered_by] = cells[..] else {
+            panic!("row {row:?} does not have three cells");
+        };
+        let kind = kind.split(' ').next().unwrap();
+        // Backticked names; a label set such as `{method,status}` is no
+        // part of the family name.
+        let names: Vec<&str> = families
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|name| name.split('{').next().unwrap())
+            .collect();
+        assert!(!names.is_empty(), "row {row:?} names no family");
+        for name in names {
+            assert!(name.starts_with("odgw_"), "row {row:?}: {name}");
+            let before = documented.insert(name.to_owned(), kind.to_owned());
+            assert!(before.is_none(), "{name} is in the table twice");
+        }
+    }
+    assert!(documented.len() > 10, "table cut short: {documented:?}");
+    documented
+}
+
+/// Compares `documented` with the `odgw_` families of `exposed`, both ways
+/// and by type, naming every difference.
+fn assert_same_families(
+    documented: &BTreeMap<String, String>,
+    exposed: &BTreeMap<String, String>,
+    gateway: &str,
+) {
+    let exposed: BTreeMap<&String, &String> = exposed
+        .iter()
+        .filter(|(name, _)| name.starts_with("odgw_"))
+        .collect();
+    let undocumented: Vec<_> = exposed
+        .keys()
+        .filter(|name| !documented.contains_key(**name))
+        .collect();
+    let missing: Vec<_> = documented
+        .keys()
+        .filter(|name| !exposed.contains_key(name))
+        .collect();
+    let mistyped: Vec<_> = documented
+        .iter()
+        .filter_map(|(name, kind)| {
+            let shown = exposed.get(name)?;
+            (*shown != kind).then(|| format!("{name}: table {kind}, scrape {shown}"))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty() && missing.is_empty() && mistyped.is_empty(),
+        "crates/odgw/src/metrics.rs's table disagrees with a {gateway}:\n\
+         exposed but not in the table: {undocumented:?}\n\
+         in the table but not exposed: {missing:?}\n\
+         types that differ: {mistyped:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_table_lists_every_family_a_gateway_with_both_cluster_backends_exposes() {
+    // Both cluster backends, so that the limiter (Redis) and store
+    // (PostgreSQL) families are registered too: every family in the table.
+    let schema = unique("odgw_e2e_");
+    let opts = Options {
+        extra_toml: format!(
+            "[postgres]\nschema = \"{schema}\"\n[redis]\nkey_prefix = \"{}:\"\n",
+            unique("odgw-e2e-")
+        ),
+        ..Options::default()
+    }
+    .env("ODGW_STORE__BACKEND", "postgres")
+    .env("ODGW_LIMITS__BACKEND", "redis")
+    .env("ODGW_POSTGRES_URL", &postgres_url())
+    .env("ODGW_REDIS_URL", &redis_url());
+    let (exposed, _) = exposed_metrics(opts).await;
+    drop_schema(&postgres_url(), &schema).await;
+
+    assert_same_families(
+        &documented_metrics(),
+        &exposed,
+        "gateway with the postgres store and redis limits",
+    );
+}
+
+#[tokio::test]
+async fn a_single_node_gateway_exposes_the_metrics_table_except_the_limiter_and_store_families() {
+    // The table's note: limiter families with limits.backend = "redis" only,
+    // store families with store.backend = "postgres" only.
+    let (exposed, _) = exposed_metrics(Options::default()).await;
+    let mut documented = documented_metrics();
+    documented
+        .retain(|name, _| !name.starts_with("odgw_limiter_") && !name.starts_with("odgw_store_"));
+
+    assert_same_families(
+        &documented,
+        &exposed,
+        "single-node gateway (sled, local limits)",
     );
 }
 
