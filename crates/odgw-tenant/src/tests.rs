@@ -102,7 +102,19 @@ async fn send(store: Arc<dyn KeyStore>, inner: &Inner, req: Request) -> Response
 
 /// The problem body of an odgw-made error, after checking the headers every
 /// such error carries.
-async fn problem(response: Response, status: StatusCode, code: &str) -> serde_json::Value {
+/// Asserts a refusal: the problem+json for `code` (with no store error text
+/// in it), and the inner service never called. Returns the problem body.
+async fn refused(
+    response: Response,
+    inner: &Inner,
+    status: StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(
+        inner.calls(),
+        0,
+        "a refused request reached the inner service"
+    );
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     assert_eq!(response.headers()[headers::ODGW_ERROR], code);
@@ -167,9 +179,8 @@ async fn an_unknown_tenant_is_403_and_never_reaches_the_inner_service() {
 
     let response = send(store, &inner, req).await;
 
-    let body = problem(response, StatusCode::FORBIDDEN, "unknown_tenant").await;
+    let body = refused(response, &inner, StatusCode::FORBIDDEN, "unknown_tenant").await;
     assert_eq!(body["request_id"], request_id.as_str());
-    assert_eq!(inner.calls(), 0);
 }
 
 #[tokio::test]
@@ -182,9 +193,8 @@ async fn a_disabled_tenant_is_403_and_never_reaches_the_inner_service() {
 
     let response = send(store.clone(), &inner, req).await;
 
-    let body = problem(response, StatusCode::FORBIDDEN, "tenant_disabled").await;
+    let body = refused(response, &inner, StatusCode::FORBIDDEN, "tenant_disabled").await;
     assert_eq!(body["request_id"], request_id.as_str());
-    assert_eq!(inner.calls(), 0);
 
     // Enabled again, the same tenant passes: the refusal was the flag.
     store.set_enabled(&id("acme"), true).await.unwrap();
@@ -208,8 +218,7 @@ async fn a_tenant_without_any_developer_key_is_403_unknown_tenant() {
 
     let response = layer.layer(inner.service()).oneshot(req).await.unwrap();
 
-    problem(response, StatusCode::FORBIDDEN, "unknown_tenant").await;
-    assert_eq!(inner.calls(), 0);
+    refused(response, &inner, StatusCode::FORBIDDEN, "unknown_tenant").await;
 }
 
 /// A store whose every operation fails with the error `fail` makes.
@@ -285,14 +294,14 @@ async fn an_unreachable_store_is_503_with_retry_after_and_no_store_detail() {
         response.headers()[header::RETRY_AFTER],
         STORE_RETRY_AFTER_SECS.to_string().as_str()
     );
-    let body = problem(
+    let body = refused(
         response,
+        &inner,
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
     )
     .await;
     assert_eq!(body["request_id"], request_id.as_str());
-    assert_eq!(inner.calls(), 0);
 }
 
 #[tokio::test]
@@ -304,13 +313,13 @@ async fn a_store_that_answers_with_an_error_is_500_without_its_detail() {
 
     // Retrying will not help a broken store: no Retry-After.
     assert!(response.headers().get(header::RETRY_AFTER).is_none());
-    problem(
+    refused(
         response,
+        &inner,
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
     )
     .await;
-    assert_eq!(inner.calls(), 0);
 }
 
 #[tokio::test]
@@ -321,13 +330,13 @@ async fn without_a_request_context_it_is_a_stack_order_bug() {
 
     let response = send(store, &inner, req).await;
 
-    problem(
+    refused(
         response,
+        &inner,
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
     )
     .await;
-    assert_eq!(inner.calls(), 0);
 }
 
 #[tokio::test]
@@ -342,12 +351,12 @@ async fn without_a_selected_tenant_it_is_a_stack_order_bug_under_the_requests_id
 
     let response = send(store, &inner, req).await;
 
-    let body = problem(
+    let body = refused(
         response,
+        &inner,
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
     )
     .await;
     assert_eq!(body["request_id"], request_id.as_str());
-    assert_eq!(inner.calls(), 0);
 }
