@@ -28,15 +28,22 @@ pub struct OpenedStore {
     pub changes: Option<ChangeFeed>,
 }
 
-/// The master key's text (base64), from `store.master_key_file` or
-/// `ODGW_MASTER_KEY`.
+/// The master key's text, from `store.master_key_file` or `ODGW_MASTER_KEY`,
+/// checked and written one way (padded standard base64).
+///
+/// Base64 padding is optional on input, so one key has several spellings;
+/// keys derived from the text (console cookies, Redis subject names) must be
+/// the same on every replica however its file spells the key.
 pub fn read_master_key(config: &Config, env: &dyn Env) -> anyhow::Result<SecretString> {
-    config::read_secret(
+    let text = config::read_secret(
         config.store.master_key_file.as_deref(),
         config::ENV_MASTER_KEY,
         env,
     )
-    .context("master key")
+    .context("master key")?;
+    Ok(MasterKey::from_base64(&text)
+        .context("master key")?
+        .to_base64())
 }
 
 /// Opens the configured key store and checks `master` (the master key's
@@ -185,4 +192,33 @@ pub fn spawn_change_applier(
             tracing::debug!(?change, "key store change applied");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn master_key_from(text: &str) -> anyhow::Result<SecretString> {
+        let env: BTreeMap<String, String> =
+            [(config::ENV_MASTER_KEY.to_owned(), text.to_owned())].into();
+        let config = Config::parse(None, &env).unwrap();
+        read_master_key(&config, &env)
+    }
+
+    #[test]
+    fn the_master_key_text_is_one_spelling_per_key() {
+        let padded = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let unpadded = padded.trim_end_matches('=');
+        assert_eq!(master_key_from(padded).unwrap().expose(), padded);
+        assert_eq!(master_key_from(unpadded).unwrap().expose(), padded);
+    }
+
+    #[test]
+    fn a_bad_master_key_is_refused_without_echoing_it() {
+        let error = format!("{:#}", master_key_from("not base64 at all!").unwrap_err());
+        assert!(error.starts_with("master key"), "{error}");
+        assert!(!error.contains("not base64 at all"), "{error}");
+    }
 }
