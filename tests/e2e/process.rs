@@ -516,6 +516,55 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(logs.contains("shutdown complete"), "{logs}");
 }
 
+/// SIGTERM while the start waits on a dependency (here a "PostgreSQL" that
+/// accepts connections and never answers) ends the start at once, with exit
+/// status 0 and no port bound, instead of after the connect timeout.
+#[tokio::test]
+async fn sigterm_during_a_slow_start_ends_it_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "http://127.0.0.1:9/api/v1", [7; 32]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://postgres@{}/test", silent.local_addr().unwrap());
+    let log_path = tmp.path().join("stderr.log");
+    let mut child = Command::new(ODGW)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .env("ODGW_STORE__BACKEND", "postgres")
+        .env("ODGW_POSTGRES_URL", &url)
+        .env("ODGW_POSTGRES__CONNECT_TIMEOUT", "60s")
+        .env_remove("ODGW_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // The start has reached the store once it connects; hold the connection.
+    let (_held, _) = silent.accept().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(code) = child.try_wait().unwrap() {
+            exited = Some(code);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(code) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("odgw still starting 10 s after SIGTERM");
+    };
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(code.success(), "exit status {code:?}\n{logs}");
+    assert!(logs.contains("shutdown requested while starting"), "{logs}");
+    assert!(!logs.contains("odgw listening"), "{logs}");
+}
+
 /// The README's first command, as a newcomer runs it (on free ports).
 #[tokio::test]
 async fn serve_dev_with_the_mock_works_offline_out_of_the_box() {

@@ -30,15 +30,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
             // Before the ports open (see `signals`).
-            let shutdown = Shutdown::register()?;
+            let mut shutdown = Shutdown::register()?;
             let hangups = Hangups::register()?;
-            let (gateway, data, admin) = build_and_bind(config).await?;
+            let Some(built) = shutdown.unless_requested(build_and_bind(config)).await else {
+                return stopped_during_startup();
+            };
+            let (gateway, data, admin) = built?;
             gateway.set_config_source(ConfigSource::new(
                 cli.config.clone(),
                 std::sync::Arc::new(ProcessEnv),
             ));
             let reloads = tokio::spawn(hangups.reload_each(gateway.reloader()));
-            let result = gateway.serve(data, admin, shutdown.requested()).await;
+            let result = gateway.serve(data, admin, shutdown.into_requested()).await;
             reloads.abort();
             result
         }
@@ -190,6 +193,12 @@ fn valid_id(id: &str) -> anyhow::Result<&str> {
     Ok(id)
 }
 
+/// Logs that a SIGTERM or SIGINT ended the start before any port was bound.
+fn stopped_during_startup() -> anyhow::Result<()> {
+    tracing::info!("shutdown requested while starting; nothing was served");
+    Ok(())
+}
+
 /// Builds everything (so every startup error surfaces before a port is
 /// bound), then binds both listeners.
 async fn build_and_bind(config: Config) -> anyhow::Result<(Gateway, TcpListener, TcpListener)> {
@@ -218,8 +227,11 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
         (url, desc, None)
     };
     let config = Config::from_toml_str(&dir.config_toml(&base_url), &ProcessEnv)?;
-    let shutdown = Shutdown::register()?;
-    let (gateway, data, admin) = build_and_bind(config).await?;
+    let mut shutdown = Shutdown::register()?;
+    let Some(built) = shutdown.unless_requested(build_and_bind(config)).await else {
+        return stopped_during_startup();
+    };
+    let (gateway, data, admin) = built?;
     // The demo tenant is (re)stored on every start so its keys are current.
     let demo = TenantId::parse(dev::DEMO_TENANT).map_err(|e| anyhow::anyhow!("{e}"))?;
     gateway
@@ -267,7 +279,7 @@ async fn serve_dev(mock_upstream: bool) -> anyhow::Result<()> {
             &console
         )
     );
-    gateway.serve(data, admin, shutdown.requested()).await
+    gateway.serve(data, admin, shutdown.into_requested()).await
 }
 
 fn dev_banner(

@@ -7,6 +7,8 @@
 //! SIGHUP reloads. (tokio registers a handler when its `Signal` is created,
 //! not when it is first awaited, so creating them early is what matters.)
 
+use std::future::Future;
+
 use anyhow::Context as _;
 
 /// SIGTERM or SIGINT: drain and exit.
@@ -35,23 +37,34 @@ impl Shutdown {
     }
 
     /// Resolves on the first SIGTERM or SIGINT received since
-    /// [`Shutdown::register`].
-    pub async fn requested(self) {
+    /// [`Shutdown::register`] (or since the last time this resolved).
+    pub async fn requested(&mut self) {
         #[cfg(unix)]
-        {
-            let Self {
-                mut terminate,
-                mut interrupt,
-            } = self;
-            tokio::select! {
-                _ = terminate.recv() => {},
-                _ = interrupt.recv() => {},
-            }
+        tokio::select! {
+            _ = self.terminate.recv() => {},
+            _ = self.interrupt.recv() => {},
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+
+    /// Runs `startup` to its end unless SIGTERM or SIGINT comes first: then
+    /// `startup` is dropped where it waits (a slow database, a JWKS fetch)
+    /// and `None` returned, so an operator's Ctrl-C or a rollout's SIGTERM
+    /// never has to wait for a start that is no longer wanted.
+    pub async fn unless_requested<F: Future>(&mut self, startup: F) -> Option<F::Output> {
+        tokio::select! {
+            output = startup => Some(output),
+            () = self.requested() => None,
+        }
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT: the serve loop's signal to
+    /// drain.
+    pub async fn into_requested(mut self) {
+        self.requested().await;
     }
 }
 
@@ -98,9 +111,20 @@ impl Hangups {
 
 #[cfg(all(test, unix))]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::time::Duration;
 
     use super::*;
+
+    /// Sends SIGTERM to this test process.
+    fn terminate_self() {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
 
     /// A SIGTERM that arrives after registration but before anyone awaits it
     /// (the window between "odgw listening" and the serve loop's first poll)
@@ -109,13 +133,25 @@ mod tests {
     #[tokio::test]
     async fn a_sigterm_before_the_first_await_is_kept() {
         let shutdown = Shutdown::register().unwrap();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(10), shutdown.requested())
+        terminate_self();
+        tokio::time::timeout(Duration::from_secs(10), shutdown.into_requested())
             .await
             .expect("the SIGTERM sent before the first await is delivered");
+    }
+
+    /// A start still waiting for something gives way to SIGTERM.
+    #[tokio::test]
+    async fn sigterm_during_startup_ends_the_startup() {
+        let mut shutdown = Shutdown::register().unwrap();
+        let startup = async {
+            terminate_self();
+            // A start that would otherwise never finish (a hung dependency).
+            std::future::pending::<()>().await;
+        };
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(10), shutdown.unless_requested(startup))
+                .await
+                .expect("the startup gave way to SIGTERM");
+        assert!(outcome.is_none());
     }
 }
