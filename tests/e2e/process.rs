@@ -516,6 +516,52 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(logs.contains("shutdown complete"), "{logs}");
 }
 
+/// Two processes appending to one audit directory would break its chain for
+/// good; the second refuses to start, naming the first, and the first serves
+/// on with an intact trail.
+#[tokio::test]
+async fn a_second_odgw_on_the_same_audit_directory_refuses_to_start() {
+    let mock = mock_knowing_key_a().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &mock.base_url(), [4; 32]);
+    let first = Served::start(&config).unwrap();
+    let out = cli(
+        &["tenant", "put", "clinic-4", "--customer-key-file", "-"],
+        first.admin,
+        Some(&format!("{KEY_A}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = hs_token("bob", "clinic-4");
+    assert_eq!(get(first.data, "/api/v1/patients/11", &token).await, 200);
+
+    // Its own key store, the same audit directory.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let second_text = text.replace("/keys\"", "/keys-second\"");
+    assert_ne!(text, second_text);
+    let second_config = tmp.path().join("second.toml");
+    std::fs::write(&second_config, second_text).unwrap();
+    let refused = match Served::start(&second_config) {
+        Err(line) => line,
+        Ok(_) => panic!("a second odgw started on the same audit directory"),
+    };
+    assert!(refused.contains("in use by another odgw"), "{refused}");
+    assert!(
+        refused.contains(&format!("pid {}", first.child.id())),
+        "{refused}"
+    );
+
+    assert_eq!(get(first.data, "/api/v1/patients/11", &token).await, 200);
+    first.kill9();
+    let report = odgw_audit::verify(&tmp.path().join("audit")).unwrap();
+    assert!(report.ok, "{report:?}");
+    // The tenant put and both requests, nothing from the refused start.
+    assert_eq!(report.records, 3, "{report:?}");
+}
+
 /// SIGTERM while the start waits on a dependency (here a "PostgreSQL" that
 /// accepts connections and never answers) ends the start at once, with exit
 /// status 0 and no port bound, instead of after the connect timeout.

@@ -34,6 +34,14 @@ pub enum AuditError {
         /// Where and what.
         detail: String,
     },
+    /// Another writer (another odgw process) holds the audit directory.
+    #[error("audit directory {} is in use by another odgw{}; each odgw needs an audit.path of its own", dir.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's process id, as it recorded it.
+        holder: Option<u32>,
+    },
     /// The settings cannot work (e.g. a zero segment size).
     #[error("invalid audit settings: {0}")]
     Settings(String),

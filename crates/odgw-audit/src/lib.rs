@@ -19,6 +19,7 @@
 //! `*.torn` files beside them.
 
 #![warn(missing_docs)]
+mod claim;
 mod error;
 mod layer;
 mod metrics;
@@ -29,6 +30,7 @@ mod sink;
 mod verify;
 mod writer;
 
+pub use claim::LOCK_FILE;
 pub use error::AuditError;
 pub use layer::{needs_intent, Audit, AuditLayer, Intent, IntentLayer, CLIENT_CLOSED};
 pub use metrics::register_metrics;

@@ -32,6 +32,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::{
+    claim::DirClaim,
     record::{format_ts, seal_into, GENESIS_HASH},
     segment::{inspect_tail, list_segments, segment_name},
     AnnouncedRecords, Announcement, AuditError, AuditSink, RecordDraft, RecordKind,
@@ -331,12 +332,18 @@ struct Writer {
     /// never goes backwards so segment names can index time.
     last_ts_ms: i128,
     state: Arc<WriterState>,
+    /// This writer's exclusive claim on `dir`; released at shutdown, before
+    /// the close is acknowledged.
+    claim: Option<DirClaim>,
 }
 
 impl Writer {
     fn recover(settings: AuditSettings, state: Arc<WriterState>) -> Result<Self, AuditError> {
         let dir = settings.dir;
         create_dir(&dir)?;
+        // Before anything is read or repaired: a second writer must not
+        // "repair" the line the first is writing.
+        let claim = DirClaim::acquire(&dir)?;
         let mut writer = Self {
             dir,
             segment_max_bytes: settings.segment_max_bytes,
@@ -345,6 +352,7 @@ impl Writer {
             last_hash: GENESIS_HASH.to_owned(),
             last_ts_ms: 0,
             state,
+            claim: Some(claim),
         };
         let mut segments = list_segments(&writer.dir)?;
         while let Some(segment) = segments.pop() {
@@ -630,6 +638,7 @@ impl Writer {
             }
         }
         self.state.healthy.store(false, Ordering::SeqCst);
+        self.claim = None;
     }
 }
 

@@ -109,6 +109,7 @@ async fn written_lines_carry_every_field_in_spec_order_with_owner_only_modes() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&audit_dir), 0o700);
     assert_eq!(mode(&segments(&audit_dir)[0]), 0o600);
+    assert_eq!(mode(&audit_dir.join(odgw_audit::LOCK_FILE)), 0o600);
 }
 
 #[tokio::test]
@@ -309,6 +310,41 @@ async fn stalled_writer_times_out_and_the_abandoned_record_uses_no_seq() {
     assert_eq!(lines.len(), 2);
     assert!(!lines.iter().any(|l| l.contains("\"req-2\"")));
     assert!(verify(dir.path()).unwrap().ok);
+}
+
+/// A second writer on a directory in use is refused before it reads or
+/// repairs anything, and the first writes on with an unbroken chain; once the
+/// first is closed, the directory is free at once.
+#[tokio::test]
+async fn a_second_writer_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), 64 << 20).await;
+    assert_eq!(first.append(draft(1)).await.unwrap(), 1);
+
+    let second = FileAuditLog::open(settings(dir.path(), 64 << 20)).await;
+    match second {
+        Err(AuditError::InUse { dir: d, holder }) => {
+            assert_eq!(d, dir.path());
+            assert_eq!(holder, Some(std::process::id()));
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("two writers on one audit directory"),
+    }
+    assert_eq!(first.append(draft(2)).await.unwrap(), 2);
+    first.flush_and_close().await;
+
+    let started = Instant::now();
+    let again = open(dir.path(), 64 << 20).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the closed writer still held the directory for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(again.append(draft(3)).await.unwrap(), 3);
+    again.flush_and_close().await;
+    let report = verify(dir.path()).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 3);
 }
 
 #[tokio::test]
