@@ -683,6 +683,20 @@ async fn postgres_lost_while_serving_keeps_cached_keys_and_admin_writes_fail_cle
     assert_eq!(put_tenant(&a, "office", KEY_A).await.status, 201);
     let token = hs_token("svc", "office");
     assert_eq!(get(&a, "/api/v1/patients/11", &token).await.status, 200);
+    // The put comes back through the change feed; once it is applied, the
+    // replica must still hold the tenant's current record (re-read, not
+    // just forgotten), or the outage below would find nothing to serve.
+    eventually(
+        Duration::from_secs(10),
+        "the replica's own put applied from the change feed",
+        || async {
+            metrics(&a)
+                .await
+                .lines()
+                .any(|l| l.starts_with("odgw_store_changes_applied_total ") && !l.ends_with(" 0"))
+        },
+    )
+    .await;
 
     proxy.cut();
     // Reads keep being served from the keys this replica already holds.

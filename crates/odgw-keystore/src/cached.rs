@@ -112,6 +112,28 @@ impl CachedKeyStore {
         self.bump_epoch(Some(id));
     }
 
+    /// A tenant changed in the shared store (by another replica, or this
+    /// one's own write coming back through the change feed): drops its
+    /// record as [`CachedKeyStore::forget`] does, then, if this replica was
+    /// using it, reads it again at once. Without the re-read, an outage
+    /// right after the change would find no record to bridge it with, even
+    /// though the store held the current one moments before. If the re-read
+    /// fails, nothing is kept: a record older than the change is never
+    /// served.
+    pub async fn reload(&self, id: &TenantId) {
+        let in_use = self.records.contains_key(id)
+            || self
+                .last_known
+                .as_ref()
+                .is_some_and(|last| last.contains_key(id));
+        self.forget(id);
+        if in_use {
+            // An error leaves the tenant forgotten, which is the safe state;
+            // the next request reports it.
+            let _ = self.get(id).await;
+        }
+    }
+
     /// Drops every cached record (the change feed lost track, or many
     /// tenants changed at once), with the same guarantees as
     /// [`CachedKeyStore::forget`].
@@ -571,6 +593,32 @@ mod tests {
         probe.broken.store(true, Ordering::SeqCst);
         let err = store.get(&acme()).await.unwrap_err();
         assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    }
+
+    /// A change announced for a tenant in use replaces its record with the
+    /// stored one, which then bridges an outage; announced while the store
+    /// is out of reach, it leaves nothing older than the change behind.
+    #[tokio::test]
+    async fn reload_keeps_the_current_record_or_nothing() {
+        let (store, probe, memory) = short_lived(DEFAULT_MAX_STALE);
+        store.put(&acme(), input("KEY-ONE")).await.unwrap();
+        assert_eq!(customer_key(&store).await.as_deref(), Some("KEY-ONE"));
+        // Another replica re-keys and says so.
+        memory.put(&acme(), input("KEY-TWO")).await.unwrap();
+        store.reload(&acme()).await;
+        probe.unreachable.store(true, Ordering::SeqCst);
+        until_expired(&store).await;
+        assert_eq!(customer_key(&store).await.as_deref(), Some("KEY-TWO"));
+
+        // Announced during the outage: the old record is not served.
+        store.reload(&acme()).await;
+        assert!(store.get(&acme()).await.unwrap_err().is_unavailable());
+
+        // A tenant this replica never used is not read for nothing.
+        probe.unreachable.store(false, Ordering::SeqCst);
+        let reads = probe.reads.load(Ordering::SeqCst);
+        store.reload(&TenantId::parse("other").unwrap()).await;
+        assert_eq!(probe.reads.load(Ordering::SeqCst), reads);
     }
 
     #[tokio::test]

@@ -152,12 +152,13 @@ impl ChangeCounters {
     }
 }
 
-/// Applies every change from other replicas (and this one's own, which is
-/// harmless: forgetting and purging are idempotent), until the gateway is
+/// Applies every change from other replicas (and this one's own, coming
+/// back: re-reading and purging again are harmless), until the gateway is
 /// gone (`cache` answers `None`) or the task is aborted:
-/// - a tenant put, toggled, re-keyed, imported or deleted: forget its
-///   decrypted record, so the next request reads the new one (a disabled
-///   tenant is refused from then on), and drop its cached responses;
+/// - a tenant put, toggled, re-keyed, imported or deleted: replace its
+///   decrypted record with the one now stored (`CachedKeyStore::reload`; a
+///   disabled tenant is refused from then on), and drop its cached
+///   responses;
 /// - a cache purge: purge the same here;
 /// - a resync (the feed lost contact and may have missed changes): forget
 ///   every record and purge every response.
@@ -174,7 +175,7 @@ pub fn spawn_change_applier(
             let Some(cache) = cache() else { return };
             match &change {
                 Change::Tenant(id) => {
-                    keys.forget(id);
+                    keys.reload(id).await;
                     cache.purge_tenant(id);
                 }
                 Change::Purge(Some(id)) => cache.purge_tenant(id),
