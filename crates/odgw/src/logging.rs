@@ -5,38 +5,27 @@
 //! one flat object per line, `timestamp`, `level`, the event's fields,
 //! `target`, then `span` and `spans` inside a span.
 //!
-//! INFO and more verbose lines (every access line) are handed to a background
-//! thread ([`tracing_appender::non_blocking()`]) that writes them to stderr,
-//! so a request never waits for a `write(2)`; lines that arrive while it
-//! writes go out together in the next write. The writer is lossless: when
-//! stderr cannot keep up, loggers wait instead of lines being dropped. Call
-//! [`flush`] before the process exits.
+//! Lines are handed to a background thread ([`tracing_appender::non_blocking()`])
+//! that writes them to stderr, so a request never waits for a `write(2)`;
+//! lines that arrive while it writes go out together in the next write. The
+//! writer is lossless: when stderr cannot keep up, loggers wait instead of
+//! lines being dropped. Call [`flush`] before the process exits.
 //!
-//! WARN and ERROR lines are written to stderr at once, by the thread that
-//! logs them: the line that explains a crash is out before the crash. They
-//! may therefore come out ahead of INFO lines logged just before them that
-//! are still queued; every line carries its timestamp.
-//!
-//! What can be lost: on `kill -9` or a power cut, the INFO lines not yet
-//! written (normally none or a few). The audit trail, not the log, is the
-//! durable record of requests.
+//! What can be lost: on `kill -9` or a power cut, the lines not yet written
+//! (normally none or a few). The audit trail, not the log, is the durable
+//! record of requests.
 
 use std::{
     io::{self, IsTerminal, Write},
     sync::{Mutex, PoisonError},
 };
 
-use tracing::Level;
 use tracing_appender::non_blocking::{
     NonBlocking, NonBlockingBuilder, WorkerGuard, DEFAULT_BUFFERED_LINES_LIMIT,
 };
 use tracing_subscriber::{
     fmt,
-    fmt::{
-        format::{Format, Json, JsonFields},
-        writer::{MakeWriterExt as _, OrElse, WithMaxLevel},
-        MakeWriter,
-    },
+    fmt::format::{Format, Json, JsonFields},
     EnvFilter,
 };
 
@@ -59,7 +48,6 @@ pub fn init(format: LogFormat) {
         io::BufWriter::with_capacity(STDERR_BUFFER, io::stderr()),
         DEFAULT_BUFFERED_LINES_LIMIT,
     );
-    let writer = by_level(io::stderr, writer);
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -99,16 +87,6 @@ pub fn json_lines() -> Format<Json> {
         .with_target(true)
         .with_current_span(true)
         .with_span_list(true)
-}
-
-/// WARN and ERROR lines to `at_once`, written by the thread that logs them;
-/// every other line to `queued`.
-fn by_level<A, Q>(at_once: A, queued: Q) -> OrElse<WithMaxLevel<A>, Q>
-where
-    A: for<'a> MakeWriter<'a>,
-    Q: for<'a> MakeWriter<'a>,
-{
-    at_once.with_max_level(Level::WARN).or_else(queued)
 }
 
 /// A lossless background writer in front of `sink`: log calls only queue
@@ -377,31 +355,6 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             assert_eq!(*line, format!(" INFO line {i}"));
         }
-    }
-
-    /// Warnings and errors are out when the logging call returns, while an
-    /// INFO line may still wait in the queue (here: until the guard drops).
-    #[test]
-    fn warnings_and_errors_are_written_at_once() {
-        let (at_once, queued) = (Capture::default(), Capture::default());
-        let (background, guard) = background_writer(queued.clone(), 8);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(by_level(at_once.clone(), background))
-            .with_ansi(false)
-            .without_time()
-            .with_target(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!("served");
-            tracing::warn!("audit writes are slow");
-            tracing::error!("audit unavailable");
-            assert_eq!(
-                at_once.text(),
-                " WARN audit writes are slow\nERROR audit unavailable\n"
-            );
-        });
-        drop(guard);
-        assert_eq!(queued.text(), " INFO served\n");
     }
 
     /// Dropping the guard writes out what the thread had buffered.
