@@ -585,7 +585,25 @@ async fn sigterm_during_a_slow_start_ends_it_at_once() {
         .spawn()
         .unwrap();
     // The start has reached the store once it connects; hold the connection.
-    let (_held, _) = silent.accept().unwrap();
+    // (Bounded: an odgw that ends before connecting must fail the test.)
+    silent.set_nonblocking(true).unwrap();
+    let mut held = None;
+    for _ in 0..400 {
+        match silent.accept() {
+            Ok((stream, _)) => {
+                held = Some(stream);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(code) = child.try_wait().unwrap() {
+                    panic!("odgw ended before reaching the store: {code:?}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let _held = held.expect("odgw reached the store within 20 s");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -35,6 +35,7 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     RedisError, Script, ScriptInvocation,
 };
+use zeroize::Zeroizing;
 
 use crate::{Pacer, PacingSettings, SubjectKey, SubjectLimitLayer};
 
@@ -574,10 +575,13 @@ impl SubjectNamer {
     fn derive(secret: &SecretString) -> Result<Self, LimitError> {
         let okm = Salt::new(HKDF_SHA256, b"odgw redis subject budgets")
             .extract(secret.expose().as_bytes());
-        let key = okm
-            .expand(&[b"hmac-sha256 v1"], hmac::HMAC_SHA256)
+        // Filled into a buffer that is zeroed on drop, rather than through
+        // `hmac::Key::from(okm)`, which leaves the key bytes on the stack.
+        let mut key = Zeroizing::new([0u8; 32]);
+        okm.expand(&[b"hmac-sha256 v1"], hmac::HMAC_SHA256)
+            .and_then(|material| material.fill(&mut key[..]))
             .map_err(|_| LimitError::SubjectKey)?;
-        Ok(Self(hmac::Key::from(key)))
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &key[..])))
     }
 
     fn key_name(&self, prefix: &str, key: &SubjectKey) -> String {
@@ -658,6 +662,13 @@ mod tests {
         assert!(alice.starts_with("p:subj:"), "{alice}");
         assert_eq!(alice.len(), "p:subj:".len() + 64);
         assert!(!alice.contains("alice"));
+        // Pinned (computed independently: HKDF-SHA256 then HMAC-SHA256 as
+        // documented): a changed label or layout would split every
+        // subject's budget between old and new replicas during an upgrade.
+        assert_eq!(
+            alice,
+            "p:subj:742a51d8616259ba8d9a04dce1b36fe627227edb6314a0d12cd5d1372a230f1d"
+        );
         assert_eq!(
             alice,
             SubjectNamer::derive(&SecretString::new("master"))
