@@ -22,8 +22,8 @@ use crate::AuditError;
 pub const LOCK_FILE: &str = "writer.lock";
 
 /// How long a writer waits for the claim before refusing: long enough for
-/// the writer it replaces in the same process (a restart in tests, a
-/// handover) to finish closing, short enough to fail a start at once.
+/// a writer being replaced in the same process (a restart in tests) to
+/// finish closing, short enough that a second odgw fails its start quickly.
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 
 /// Polling interval while waiting for the claim.
@@ -61,7 +61,8 @@ impl DirClaim {
                 Err(e) => return Err(AuditError::io(format!("locking {}", path.display()), e)),
             }
         }
-        // Only the holder writes, so the id is never half written when read.
+        // Only the holder writes. A process refused in the moment between
+        // the truncation and the write reports no pid, which is all.
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{}", std::process::id()))

@@ -35,7 +35,8 @@ pub enum AuditError {
         detail: String,
     },
     /// Another writer (another odgw process) holds the audit directory.
-    #[error("audit directory {} is in use by another odgw{}; each odgw needs an audit.path of its own", dir.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    /// (The message leaves the directory to the caller's context.)
+    #[error("in use by another odgw{}; each odgw needs an audit.path of its own", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     InUse {
         /// The directory.
         dir: PathBuf,

@@ -107,6 +107,10 @@ pub struct FileAuditLog {
 #[derive(Debug)]
 struct Shared {
     sender: Mutex<Option<mpsc::Sender<Command>>>,
+    /// The writer thread, joined by [`FileAuditLog::flush_and_close`] so that
+    /// its claim on the directory is gone when that returns, even after a
+    /// panic in the thread.
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
     write_timeout: Duration,
     state: Arc<WriterState>,
 }
@@ -183,13 +187,14 @@ impl FileAuditLog {
                 .map_err(|e| AuditError::io("recovering the audit log", io::Error::other(e)))??;
         let (sender, receiver) = mpsc::channel();
         state.healthy.store(true, Ordering::SeqCst);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("odgw-audit-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| AuditError::io("starting the audit writer", e))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 sender: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
                 write_timeout: settings.write_timeout,
                 state,
             }),
@@ -212,6 +217,18 @@ impl FileAuditLog {
                 // An error only means the writer already stopped.
                 let _ = done.await;
             }
+        }
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            // The thread is done or finishing; joining takes it (and its
+            // directory claim) down for good. A panic in it was already
+            // reported by the panic hook.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 

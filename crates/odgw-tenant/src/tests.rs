@@ -100,10 +100,9 @@ async fn send(store: Arc<dyn KeyStore>, inner: &Inner, req: Request) -> Response
         .unwrap()
 }
 
-/// The problem body of an odgw-made error, after checking the headers every
-/// such error carries.
-/// Asserts a refusal: the problem+json for `code` (with no store error text
-/// in it), and the inner service never called. Returns the problem body.
+/// Asserts a refusal: the problem+json for `code` with the headers every
+/// odgw-made error carries (and no store error text in it), and the inner
+/// service never called. Returns the problem body.
 async fn refused(
     response: Response,
     inner: &Inner,
