@@ -212,7 +212,21 @@ async fn an_upstream_429_pauses_the_practice_and_a_get_waits_it_out() {
     gw.mock.mock.inject(Fault::too_many_requests("2"));
     let first = gw.get("/api/v1/patients/11", Some(&token));
     let second = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Sent once Open Dental has throttled the first (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw
+            .mock
+            .mock
+            .requests()
+            .iter()
+            .any(|r| r.response_status == 429)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the first request never got its 429"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         gw.get("/api/v1/patients/13", Some(&token)).await
     };
     let (a, b) = tokio::join!(first, second);
