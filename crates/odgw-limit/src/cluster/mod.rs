@@ -68,9 +68,10 @@ pub struct RedisSettings {
     /// unreachable (`redis.timeout`).
     pub command_timeout: Duration,
     /// A secret every replica holds (odgw passes its master key). Subject
-    /// budgets are named by an HMAC under a key derived from it (see
-    /// [`SubjectNamer`]), so replicas with the same secret share them and
-    /// nobody who can only read Redis can tell whose they are.
+    /// budgets are named by an HMAC-SHA256 of (tenant, issuer, subject)
+    /// under a key derived from it (HKDF-SHA256), so replicas with the same
+    /// secret share them and nobody who can only read Redis can tell whose
+    /// they are. Only the derived key is kept.
     pub subject_secret: SecretString,
 }
 
