@@ -194,6 +194,16 @@ pub(crate) fn cli(args: &[&str], admin: SocketAddr, stdin: Option<&str>) -> std:
     child.wait_with_output().unwrap()
 }
 
+/// `odgw tenant put <id>` with KEY_A on stdin, which must succeed.
+fn put_tenant_with_cli(admin: SocketAddr, id: &str) {
+    let out = cli(&["tenant", "put", id], admin, Some(KEY_A));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub(crate) fn hs_token(sub: &str, tenant: &str) -> String {
     odgw_auth::install_crypto_providers();
     let claims = merge(
@@ -296,8 +306,7 @@ async fn a_wrong_master_key_stops_startup_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), &mock.base_url(), [1; 32]);
     let served = Served::start(&config).unwrap();
-    let out = cli(&["tenant", "put", "t1"], served.admin, Some(KEY_A));
-    assert!(out.status.success());
+    put_tenant_with_cli(served.admin, "t1");
     served.kill9();
 
     write_config(tmp.path(), &mock.base_url(), [2; 32]);
@@ -397,12 +406,7 @@ async fn kill_9_under_load_leaves_a_record_for_every_answered_request() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), &mock.base_url(), [4; 32]);
     let served = Served::start(&config).unwrap();
-    let out = cli(&["tenant", "put", "a"], served.admin, Some(KEY_A));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    put_tenant_with_cli(served.admin, "a");
 
     let token = hs_token("loader", "a");
     let answered = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -525,16 +529,7 @@ async fn a_second_odgw_on_the_same_audit_directory_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), &mock.base_url(), [4; 32]);
     let first = Served::start(&config).unwrap();
-    let out = cli(
-        &["tenant", "put", "clinic-4", "--customer-key-file", "-"],
-        first.admin,
-        Some(&format!("{KEY_A}\n")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    put_tenant_with_cli(first.admin, "clinic-4");
     let token = hs_token("bob", "clinic-4");
     assert_eq!(get(first.data, "/api/v1/patients/11", &token).await, 200);
 

@@ -670,18 +670,19 @@ mod tests {
             alice,
             "p:subj:742a51d8616259ba8d9a04dce1b36fe627227edb6314a0d12cd5d1372a230f1d"
         );
+        let alice_under = |secret: &str| {
+            SubjectNamer::derive(&SecretString::new(secret))
+                .unwrap()
+                .key_name("p:", &key("t1", "https://idp/", "alice@example.com"))
+        };
         assert_eq!(
             alice,
-            SubjectNamer::derive(&SecretString::new("master"))
-                .unwrap()
-                .key_name("p:", &key("t1", "https://idp/", "alice@example.com")),
+            alice_under("master"),
             "every replica with the same secret computes the same key"
         );
         assert_ne!(
             alice,
-            SubjectNamer::derive(&SecretString::new("other"))
-                .unwrap()
-                .key_name("p:", &key("t1", "https://idp/", "alice@example.com")),
+            alice_under("other"),
             "the name depends on the secret"
         );
         // Moving text between the parts gives another key.
